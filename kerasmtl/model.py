@@ -1,0 +1,494 @@
+"""`MultiTaskModel`: a functional Keras model with one output per `Task`.
+
+It wires tasks, sharing and weighting together:
+
+- `compile()` takes each task's masked loss and default metrics ("auto"); a user
+  may override any of them per task.
+- `compute_loss()` computes every task's masked mean loss, feeds the dict to the
+  weighting layer, adds the soft-sharing penalty and regularisation losses, and
+  tracks `loss/<task>`, `weight/<task>` (and `loss/soft_sharing`) as metrics, so
+  they appear in `History` and TensorBoard.
+- `fit()` / `evaluate()` check labels before training: a label dict missing a
+  task or naming an unknown one, a shape that does not fit the task, a NaN
+  class label, each raise a ValueError naming the task.
+
+Keras' own `train_step` is kept: the multi-task logic lives in `compute_loss`
+and `compute_metrics`, which Keras calls, so distribution strategies and
+`steps_per_execution` work unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from kerasmtl import tasks as tasks_lib
+from kerasmtl.weighting import Equal, LossWeighting
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiTaskModel(keras.Model):
+    """A functional model whose outputs are a dict keyed by task name.
+
+    Most users get one from a builder (`kerasmtl.sharing.hard_sharing`,
+    `soft_sharing`) rather than constructing it directly.
+
+    Args:
+        inputs: Keras input tensor(s), as for `keras.Model`.
+        outputs: dict mapping each task name to its output tensor.
+        name: str or None. The model's name.
+        tasks: sequence of `kerasmtl.tasks.Task`, one per output, names unique.
+        weighting: `kerasmtl.weighting.LossWeighting` or None. How task losses
+            combine into one. Defaults to `Equal()` (their sum).
+        soft_sharing: dict or None. `{"penalty": float, "groups": [[layer
+            name per task], ...]}`: an L2 penalty pulling the weights of
+            corresponding layers together (set by `sharing.soft_sharing`).
+
+    Examples:
+
+    >>> import keras, kerasmtl as mtl
+    >>> task = mtl.tasks.Regression("y")
+    >>> x = keras.Input((4,))
+    >>> model = mtl.MultiTaskModel(x, {"y": task.build_head(x)}, tasks=[task])
+    >>> model.task_names
+    ['y']
+    """
+
+    def __init__(
+        self,
+        inputs,
+        outputs,
+        name=None,
+        *,
+        tasks: Sequence[tasks_lib.Task],
+        weighting: LossWeighting | dict | None = None,
+        soft_sharing: dict | None = None,
+        **kwargs,
+    ):
+        # === Tasks ===
+        tasks = [tasks_lib.deserialize(t) for t in tasks]
+        if not tasks:
+            raise ValueError("A MultiTaskModel needs at least one task.")
+        names = [t.name for t in tasks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Task name(s) {duplicates} used more than once. Each task needs a "
+                "unique name: it keys the outputs, the labels and the metrics."
+            )
+        _check_outputs(outputs, tasks)
+
+        # === Functional model ===
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+        # === Multi-task state ===
+        # Plain tuple, set around Keras' attribute tracker: tasks are specs.
+        object.__setattr__(self, "_tasks", tuple(tasks))
+        if isinstance(weighting, dict):
+            weighting = keras.saving.deserialize_keras_object(weighting)
+        weighting = weighting if weighting is not None else Equal()
+        if not isinstance(weighting, LossWeighting):
+            raise ValueError(
+                "Invalid value for argument `weighting`. Expected a "
+                "kerasmtl.weighting.LossWeighting (e.g. mtl.weighting.Uncertainty())."
+                f" Received: {weighting!r}"
+            )
+        if weighting.built and weighting.task_names != names:
+            raise ValueError(
+                f"The weighting layer was built for tasks {weighting.task_names}, "
+                f"this model's tasks are {names}. Use a new weighting object."
+            )
+        if not weighting.built:
+            weighting.build({n: () for n in names})
+        self.weighting = weighting
+        object.__setattr__(self, "soft_sharing", _check_soft_sharing(self, soft_sharing))
+        object.__setattr__(self, "_mtl_metrics", {})
+
+    # -- tasks ----------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[tasks_lib.Task]:
+        return list(self._tasks)
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self._tasks]
+
+    def get_task(self, name: str) -> tasks_lib.Task:
+        for task in self._tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"No task named '{name}'. The model's tasks are {self.task_names}.")
+
+    # -- compile --------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss="auto", metrics="auto", **kwargs):
+        """Configures training; losses and metrics default to the tasks' own.
+
+        Args:
+            optimizer: as for `keras.Model.compile`.
+            loss: `"auto"`, or a dict mapping task names to `"auto"` or a Keras
+                loss (applied per label element for regression and multi-label
+                tasks, per example otherwise, and masked either way).
+            metrics: `"auto"`, or a dict mapping task names to `"auto"` or a
+                list of Keras metrics (names or objects).
+            **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
+                `jit_compile`, ...). `loss_weights` is not accepted: use a
+                task's `loss_weight` or `weighting=Static(...)`.
+        """
+        for key in ("loss_weights", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"MultiTaskModel.compile does not take `{key}`. Weight tasks with "
+                    "`Task(..., loss_weight=...)` or `weighting=mtl.weighting.Static(...)`;"
+                    " pass sample weights to fit() to weight examples."
+                )
+            kwargs.pop(key, None)
+        loss_by_task = self._per_task_argument("loss", loss)
+        metrics_by_task = self._per_task_argument("metrics", metrics)
+
+        loss_fns = {t.name: t.resolve_loss(loss_by_task[t.name]) for t in self._tasks}
+        object.__setattr__(self, "_loss_fns", loss_fns)
+        task_metrics = {}
+        for task in self._tasks:
+            spec = metrics_by_task[task.name]
+            if isinstance(spec, str) and spec == "auto":
+                metrics_list = task.default_metrics()
+            else:
+                if not isinstance(spec, (list, tuple)):
+                    spec = [spec]
+                metrics_list = [task.metric_from_identifier(m) for m in spec]
+            for metric in metrics_list:
+                metric.name = f"{task.name}/{metric.name}"
+            task_metrics[task.name] = metrics_list
+        super().compile(optimizer=optimizer, loss=None, metrics=None, **kwargs)
+
+        trackers = {
+            "loss": {n: keras.metrics.Mean(name=f"loss/{n}") for n in self.task_names},
+            "weight": {n: keras.metrics.Mean(name=f"weight/{n}") for n in self.task_names},
+            "task": task_metrics,
+        }
+        if self.soft_sharing:
+            trackers["penalty"] = keras.metrics.Mean(name="loss/soft_sharing")
+        object.__setattr__(self, "_mtl_metrics", trackers)
+        self._build_task_metrics()
+        self._compile_config = _SerializableCompileConfig(
+            optimizer=self.optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+
+    def _per_task_argument(self, argument, value):
+        if isinstance(value, str) and value == "auto" or value is None:
+            return {n: "auto" for n in self.task_names}
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"Invalid value for argument `{argument}` of MultiTaskModel.compile. "
+                f"Expected 'auto' or a dict keyed by task name ({self.task_names}). "
+                f"Received: {value!r}"
+            )
+        unknown = sorted(set(value) - set(self.task_names))
+        if unknown:
+            raise ValueError(
+                f"`{argument}` names unknown task(s) {unknown}; the model's tasks are "
+                f"{self.task_names}."
+            )
+        return {n: value.get(n, "auto") for n in self.task_names}
+
+    def _build_task_metrics(self):
+        # Metrics that create their variables lazily (e.g. F1Score) must do so
+        # eagerly now, not inside the traced train function.
+        for task in self._tasks:
+            y = np.zeros((1, *[d or 1 for d in task.label_shape]), task.label_dtype)
+            y_pred = np.zeros((1, *[d or 1 for d in task.output_shape]), "float32")
+            task.update_metrics(self._mtl_metrics["task"][task.name], y, y_pred)
+            for metric in self._mtl_metrics["task"][task.name]:
+                metric.reset_state()
+
+    def get_compile_config(self):
+        if self.compiled and hasattr(self, "_compile_config"):
+            return self._compile_config.serialize()
+        return None
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        metrics = list(super().metrics)
+        trackers = self._mtl_metrics
+        for group in ("loss", "weight"):
+            metrics.extend(trackers.get(group, {}).values())
+        if "penalty" in trackers:
+            metrics.append(trackers["penalty"])
+        for metric_list in trackers.get("task", {}).values():
+            metrics.extend(metric_list)
+        unique = []
+        for metric in metrics:
+            if all(metric is not m for m in unique):
+                unique.append(metric)
+        return unique
+
+    # -- loss and metrics -----------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y = self.check_label_structure(y)
+        sample_weights = self._sample_weights_by_task(sample_weight)
+        losses, present = {}, {}
+        for task in self._tasks:
+            labels = _assert_no_nan_class_labels(task, y[task.name])
+            mean, count = task.compute_loss(
+                labels,
+                y_pred[task.name],
+                sample_weight=sample_weights[task.name],
+                loss_fn=self._loss_fns[task.name],
+            )
+            losses[task.name] = mean
+            present[task.name] = ops.cast(count > 0, "float32")
+            if self._mtl_metrics:
+                self._mtl_metrics["loss"][task.name].update_state(
+                    ops.divide_no_nan(mean, task.loss_weight), sample_weight=count
+                )
+        total = self.weighting(losses, present, training=training)
+        if self._mtl_metrics:
+            for i, name in enumerate(self.task_names):
+                self._mtl_metrics["weight"][name].update_state(
+                    self.weighting.task_weights[i]
+                )
+        if self.soft_sharing:
+            penalty = self.soft_sharing_penalty()
+            total = total + penalty
+            if "penalty" in self._mtl_metrics:
+                self._mtl_metrics["penalty"].update_state(penalty)
+        if self.losses:
+            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y = self.check_label_structure(y)
+        sample_weights = self._sample_weights_by_task(sample_weight)
+        for task in self._tasks:
+            task.update_metrics(
+                self._mtl_metrics["task"][task.name],
+                y[task.name],
+                y_pred[task.name],
+                sample_weight=sample_weights[task.name],
+            )
+        return self.get_metrics_result()
+
+    def soft_sharing_penalty(self):
+        """The soft-sharing L2 penalty (already multiplied by its strength).
+
+        Formula:
+        ```
+        P = penalty * sum_groups sum_params sum_{t<u} ||W_t - W_u||^2
+        ```
+        """
+        total = 0.0
+        for group in self.soft_sharing["groups"]:
+            layers = [self.get_layer(n) for n in group]
+            for weights in zip(*(layer.trainable_weights for layer in layers)):
+                for i in range(len(weights)):
+                    for j in range(i + 1, len(weights)):
+                        total = total + ops.sum(ops.square(weights[i] - weights[j]))
+        return ops.cast(total, "float32") * self.soft_sharing["penalty"]
+
+    def _sample_weights_by_task(self, sample_weight):
+        if sample_weight is None:
+            return {n: None for n in self.task_names}
+        if isinstance(sample_weight, dict):
+            unknown = sorted(set(sample_weight) - set(self.task_names))
+            if unknown:
+                raise ValueError(
+                    f"sample_weight names unknown task(s) {unknown}; the model's tasks "
+                    f"are {self.task_names}."
+                )
+            return {n: sample_weight.get(n) for n in self.task_names}
+        return {n: sample_weight for n in self.task_names}
+
+    # -- label checks ---------------------------------------------------------
+
+    def check_label_structure(self, y):
+        """Checks that `y` is a dict with one label tensor per task, each of a
+        shape that fits its task; returns it as a dict."""
+        if isinstance(y, (list, tuple)) and len(y) == len(self._tasks):
+            y = dict(zip(self.task_names, y))
+        if not isinstance(y, dict):
+            raise ValueError(
+                f"MultiTaskModel '{self.name}' expects labels as a dict keyed by task "
+                f"name {self.task_names}. Received: {type(y).__name__}."
+            )
+        unknown = sorted(set(y) - set(self.task_names))
+        if unknown:
+            raise ValueError(
+                f"Labels name unknown task(s) {unknown}; the model's tasks are "
+                f"{self.task_names}. Remove those keys or add the tasks to the model."
+            )
+        missing = [n for n in self.task_names if n not in y]
+        if missing:
+            raise ValueError(
+                f"No labels for task(s) {missing}. Every task needs a label tensor; "
+                "mark examples without a label with -1 (integer and binary labels) or "
+                "NaN (float labels)."
+            )
+        for task in self._tasks:
+            task.check_label_shape(tuple(y[task.name].shape))
+        return y
+
+    def check_label_values(self, y) -> None:
+        """Eager checks of numpy labels (values as well as shapes)."""
+        y = self.check_label_structure(
+            {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else y
+        )
+        for task in self._tasks:
+            task.check_label_values(np.asarray(y[task.name]))
+
+    def _check_data(self, x, y):
+        if y is not None:
+            if isinstance(y, dict) and all(_is_array_like(v) for v in y.values()):
+                self.check_label_values(y)
+            else:
+                self.check_label_structure(y)
+        elif isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            if isinstance(spec, tuple) and len(spec) >= 2:
+                self.check_label_structure(spec[1])
+
+    # -- training -------------------------------------------------------------
+
+    def fit(self, *args, **kwargs):
+        bound = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
+        self._check_data(bound.get("x"), bound.get("y"))
+        validation = bound.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_data(validation[0], validation[1])
+        callbacks = list(bound.get("callbacks") or [])
+        if type(self.weighting).on_epoch_end is not LossWeighting.on_epoch_end:
+            callbacks.append(_EpochEndWeighting())
+        bound["callbacks"] = callbacks
+        bound.pop("self")
+        return super().fit(**bound)
+
+    def evaluate(self, *args, **kwargs):
+        bound = _EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments
+        self._check_data(bound.get("x"), bound.get("y"))
+        bound.pop("self")
+        return super().evaluate(**bound)
+
+    # -- serving --------------------------------------------------------------
+
+    def postprocess(self, outputs: dict) -> dict:
+        """Each task's serving post-processing of `outputs` (e.g. argmax ids)."""
+        result = {}
+        for task in self._tasks:
+            result.update(task.postprocess(outputs[task.name]))
+        return result
+
+    # -- config ---------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tasks": [tasks_lib.serialize(t) for t in self._tasks],
+            "weighting": keras.saving.serialize_keras_object(self.weighting),
+            "soft_sharing": self.soft_sharing,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras' public from_config cannot pass extra constructor arguments to
+        # a functional subclass; this is the function it uses internally.
+        from keras.src.models.functional import functional_from_config
+
+        config = dict(config)
+        config["tasks"] = [tasks_lib.deserialize(t) for t in config["tasks"]]
+        config["weighting"] = keras.saving.deserialize_keras_object(
+            config["weighting"], custom_objects=custom_objects
+        )
+        return functional_from_config(cls, config, custom_objects=custom_objects)
+
+
+class _EpochEndWeighting(keras.callbacks.Callback):
+    """Hands each epoch's mean per-task training losses to the weighting."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.model.weighting.on_epoch_end(
+            {n: logs.get(f"loss/{n}", 0.0) for n in self.model.task_names}
+        )
+
+
+class _SerializableCompileConfig:
+    def __init__(self, **config):
+        self.config = config
+
+    def serialize(self):
+        return keras.saving.serialize_keras_object(self.config)
+
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
+
+
+def _is_array_like(value) -> bool:
+    return isinstance(value, (np.ndarray, list, tuple)) or (
+        tf.is_tensor(value) and tf.executing_eagerly()
+    )
+
+
+def _assert_no_nan_class_labels(task, labels):
+    # NaN means "missing" only for float labels; a NaN class id is a data bug.
+    if task.label_dtype.startswith("int") and labels.dtype.is_floating:
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(tf.math.is_nan(labels))),
+            [f"Labels for task '{task.name}' ({task.kind}) contain NaN; "
+             "integer and binary labels mark a missing label with -1."],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(labels)
+    return labels
+
+
+def _check_outputs(outputs, tasks) -> None:
+    names = [t.name for t in tasks]
+    if not isinstance(outputs, dict):
+        raise ValueError(
+            "MultiTaskModel outputs must be a dict keyed by task name "
+            f"{names}. Received: {type(outputs).__name__}."
+        )
+    if set(outputs) != set(names):
+        raise ValueError(
+            f"MultiTaskModel outputs {sorted(outputs)} do not match the task names "
+            f"{sorted(names)}. Give exactly one output per task."
+        )
+    for task in tasks:
+        shape = tuple(outputs[task.name].shape)[1:]
+        expected = task.output_shape
+        if len(shape) != len(expected) or any(
+            e is not None and d is not None and d != e for d, e in zip(shape, expected)
+        ):
+            raise ValueError(
+                f"Output for task '{task.name}' has shape {shape} per example, the "
+                f"task expects {expected}. Build the head with task.build_head()."
+            )
+
+
+def _check_soft_sharing(model, soft_sharing):
+    if not soft_sharing:
+        return None
+    penalty = float(soft_sharing.get("penalty", 0.0))
+    if penalty < 0:
+        raise ValueError(
+            f"Invalid soft-sharing penalty {penalty}. Expected a float >= 0."
+        )
+    groups = [list(g) for g in soft_sharing.get("groups", [])]
+    for group in groups:
+        for layer_name in group:
+            model.get_layer(layer_name)  # raises a ValueError naming the layer
+    return {"penalty": penalty, "groups": groups}

@@ -1,0 +1,59 @@
+"""Hard parameter sharing: one shared trunk, one head per task.
+
+Caruana, "Multitask Learning", Machine Learning 1997: the classic MTL
+architecture, where tasks share every hidden layer of the trunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kerasmtl.model import MultiTaskModel
+from kerasmtl.tasks import Task
+from kerasmtl.weighting import LossWeighting
+
+
+def hard_sharing(
+    inputs,
+    shared,
+    tasks: Sequence[Task],
+    weighting: LossWeighting | None = None,
+    name: str | None = None,
+) -> MultiTaskModel:
+    """Builds a hard-sharing multi-task model on a shared feature tensor.
+
+    Args:
+        inputs: Keras input tensor(s) of the model.
+        shared: the shared features, a Keras tensor computed from `inputs`; or a
+            dict mapping each task name to its own feature tensor, for
+            task-specific layers built by hand.
+        tasks: the tasks; each builds its head (and its `hidden_layers`) on the
+            shared features.
+        weighting: how task losses combine. Defaults to `Equal()`.
+        name: the model's name.
+
+    Returns:
+        A `MultiTaskModel` with one output per task.
+
+    Examples:
+
+    >>> import keras, kerasmtl as mtl
+    >>> x = keras.Input((8,))
+    >>> h = keras.layers.Dense(16, activation="relu")(x)
+    >>> tasks = [mtl.tasks.Classification("a", 3), mtl.tasks.Regression("b")]
+    >>> model = mtl.sharing.hard_sharing(x, h, tasks)
+    >>> sorted(model.output_names)
+    ['a', 'b']
+    """
+    tasks = list(tasks)
+    if isinstance(shared, dict):
+        missing = [t.name for t in tasks if t.name not in shared]
+        if missing:
+            raise ValueError(
+                f"`shared` is a dict but has no features for task(s) {missing}. "
+                "Give one feature tensor per task, or a single shared tensor."
+            )
+        outputs = {t.name: t.build_head(shared[t.name]) for t in tasks}
+    else:
+        outputs = {t.name: t.build_head(shared) for t in tasks}
+    return MultiTaskModel(inputs, outputs, name=name, tasks=tasks, weighting=weighting)

@@ -1,0 +1,286 @@
+"""`Task`: the one extension point of kerasmtl.
+
+A task knows, for one output of a multi-task model: its name, how to build its
+head on a shared feature tensor, its loss (masked where the label is missing),
+its default metrics and its serving post-processing. A task is a *spec*: building
+a head creates fresh layers every time, so the same task objects can build a
+multi-task model and its single-task baselines without sharing weights.
+
+Missing labels are marked in the label tensor itself, per element: `-1` for
+integer and binary labels, `NaN` for float labels. The masked loss of a task is
+the mean over its known label elements in the batch, and exactly zero when the
+batch holds none (never NaN).
+
+Adding a kind of task means subclassing `Task` in one module under
+`kerasmtl/tasks/` and implementing `make_output_layer`, `label_shape`,
+`element_loss`, `default_metrics` and `postprocess`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class Task:
+    """Base class of all tasks.
+
+    Args:
+        name: str. The task's name: the key of its output and of its labels. A
+            letter followed by letters, digits or underscores (it names a Keras
+            layer and a serving output).
+        hidden_layers: sequence of int or `keras.layers.Layer`. Task-specific
+            layers between the shared features and the head. An int `n` means
+            `Dense(n, activation="relu")`. Layers are copied from their config
+            each time a head is built. Defaults to `()`.
+        loss: `"auto"`, or a Keras loss (name, function or `keras.losses.Loss`).
+            `"auto"` uses the task's own masked loss. Defaults to `"auto"`.
+        loss_weight: float. Static multiplier of this task's loss, applied
+            before the model's weighting. Defaults to `1.0`.
+    """
+
+    kind = "task"
+    # Labels of elementwise tasks (regression, multi-label) are masked per
+    # element and user-supplied Keras losses are applied per element.
+    elementwise = False
+    label_dtype = "int32"
+    primary_metric = "loss"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        name: str,
+        hidden_layers: Sequence[int | keras.layers.Layer] = (),
+        loss: Any = "auto",
+        loss_weight: float = 1.0,
+    ):
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+            raise ValueError(
+                f"Invalid task name {name!r}. Expected a letter followed by "
+                "letters, digits or underscores, e.g. 'species' or 'ner_tags'."
+            )
+        if not isinstance(loss_weight, (int, float)) or loss_weight < 0:
+            raise ValueError(
+                f"Invalid value for argument `loss_weight` of task '{name}'. "
+                f"Expected a float >= 0. Received: loss_weight={loss_weight!r}"
+            )
+        self.name = name
+        self.hidden_layers = [_layer_spec(name, spec) for spec in hidden_layers]
+        self.loss = loss
+        self.loss_weight = float(loss_weight)
+
+    # -- head -----------------------------------------------------------------
+
+    def make_output_layer(self) -> keras.layers.Layer:
+        raise NotImplementedError
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of one example's output (without the batch axis)."""
+        raise NotImplementedError
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of one example's label (without the batch axis)."""
+        raise NotImplementedError
+
+    def build_head(self, features):
+        """Builds this task's layers on `features`; returns its output tensor."""
+        x = features
+        for i, spec in enumerate(self.hidden_layers):
+            config = dict(spec["config"], name=f"{self.name}_hidden_{i}")
+            x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
+        return self.make_output_layer()(x)
+
+    # -- labels and loss ------------------------------------------------------
+
+    def check_label_shape(self, shape: Sequence[int | None]) -> None:
+        """Raises a ValueError if a batch of labels of `shape` does not fit."""
+        shape = tuple(shape)
+        per_example = shape[1:]
+        expected = self.label_shape
+        accepted = [expected]
+        if expected == ():
+            accepted.append((1,))
+        if len(expected) == 1 and expected[0] == 1:
+            accepted.append(())
+        ok = any(
+            len(per_example) == len(a)
+            and all(d is None or d == e for d, e in zip(per_example, a))
+            for a in accepted
+        )
+        if not ok or len(shape) == 0:
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) have shape "
+                f"{_fmt_shape(shape)}, expected {_fmt_shape((None, *expected))}"
+                + (f" or {_fmt_shape((None, 1))}" if expected == () else "")
+                + f". {self.label_help()}"
+            )
+
+    def label_help(self) -> str:
+        return "Mark a missing label with -1."
+
+    def check_label_values(self, labels: np.ndarray) -> None:
+        """Eager check of a numpy batch of labels; raises ValueError if invalid."""
+        self.check_label_shape((None, *np.shape(labels)[1:]))
+
+    def standardize_labels(self, y):
+        """Returns `(labels, mask)`: labels reshaped to the output's rank with
+        missing entries replaced by a harmless value, and a float mask that is
+        1 where the label is known."""
+        raise NotImplementedError
+
+    def element_loss(self, y_true, y_pred):
+        """Unreduced loss: one value per mask element."""
+        raise NotImplementedError
+
+    def resolve_loss(self, loss: Any = "auto"):
+        """Returns a function `(labels, predictions) -> per-element losses`."""
+        if loss is None or (isinstance(loss, str) and loss == "auto"):
+            loss = self.loss
+        if isinstance(loss, str) and loss == "auto":
+            return self.element_loss
+        own = self.named_loss(loss) if isinstance(loss, str) else None
+        if own is not None:
+            return own
+        fn = keras.losses.get(loss)
+        if fn is None:
+            raise ValueError(f"Unknown loss {loss!r} for task '{self.name}'.")
+        if isinstance(fn, keras.losses.Loss):
+            fn = fn.call  # unreduced: masking does the reduction
+        if self.elementwise:
+            # A Keras loss reduces the last axis; a trailing axis of size one
+            # makes it return one value per label element, which is masked.
+            return lambda y_true, y_pred: fn(
+                ops.expand_dims(y_true, -1), ops.expand_dims(y_pred, -1)
+            )
+        return fn
+
+    def named_loss(self, name: str):
+        """Hook for kinds with several built-in losses (e.g. 'focal')."""
+        return None
+
+    def compute_loss(self, y, y_pred, sample_weight=None, loss_fn=None):
+        """Masked mean loss over the known labels, and their (weighted) count.
+
+        Formula:
+        ```
+        loss = sum(mask * w * l) / max(sum(mask * w), eps)   (0 if sum is 0)
+        ```
+        """
+        y_true, mask = self.standardize_labels(y)
+        loss_fn = loss_fn or self.resolve_loss()
+        values = ops.cast(loss_fn(y_true, y_pred), "float32")
+        values = ops.reshape(values, ops.shape(mask))
+        weights = _apply_sample_weight(mask, sample_weight)
+        # where(): a NaN produced on a masked element must not leak into the sum.
+        total = ops.sum(ops.where(weights > 0, values * weights, 0.0))
+        count = ops.sum(weights)
+        mean = ops.divide_no_nan(total, count) * self.loss_weight
+        return mean, count
+
+    # -- metrics --------------------------------------------------------------
+
+    def default_metrics(self) -> list[keras.metrics.Metric]:
+        return []
+
+    def metric_from_identifier(self, identifier: Any) -> keras.metrics.Metric:
+        metric = keras.metrics.get(identifier)
+        if not isinstance(metric, keras.metrics.Metric):
+            metric = keras.metrics.MeanMetricWrapper(
+                metric, name=getattr(metric, "__name__", str(identifier))
+            )
+        return metric
+
+    def update_metrics(self, metrics, y, y_pred, sample_weight=None) -> None:
+        y_true, mask = self.standardize_labels(y)
+        weights = _apply_sample_weight(mask, sample_weight)
+        if self.elementwise:
+            # Per-element masks: metrics see one row per known label element.
+            y_true = ops.reshape(y_true, (-1, 1))
+            y_pred = ops.reshape(y_pred, (-1, 1))
+            weights = ops.reshape(weights, (-1,))
+        for metric in metrics:
+            metric.update_state(y_true, y_pred, sample_weight=weights)
+
+    # -- serving --------------------------------------------------------------
+
+    def postprocess(self, y_pred) -> dict:
+        """Serving post-processing: `{output_name: tensor}` from the raw output.
+
+        Uses only TensorFlow-graph-compatible ops (it goes into exported
+        SavedModels)."""
+        return {}
+
+    # -- config ---------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "hidden_layers": list(self.hidden_layers),
+            "loss": keras.saving.serialize_keras_object(self.loss)
+            if not isinstance(self.loss, str)
+            else self.loss,
+            "loss_weight": self.loss_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> Task:
+        config = dict(config)
+        loss = config.get("loss", "auto")
+        if isinstance(loss, dict):
+            config["loss"] = keras.saving.deserialize_keras_object(loss)
+        config["hidden_layers"] = [
+            keras.saving.deserialize_keras_object(spec)
+            for spec in config.get("hidden_layers", [])
+        ]
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items() if k != "hidden_layers"
+        )
+        return f"{type(self).__name__}({args})"
+
+
+def _layer_spec(task_name: str, spec) -> dict:
+    if isinstance(spec, dict) and "class_name" in spec:
+        return spec
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec <= 0:
+            raise ValueError(
+                f"Invalid hidden layer size {spec} for task '{task_name}'. "
+                "Expected a positive int or a keras.layers.Layer."
+            )
+        spec = keras.layers.Dense(int(spec), activation="relu")
+    if not isinstance(spec, keras.layers.Layer):
+        raise ValueError(
+            f"Invalid entry in `hidden_layers` of task '{task_name}': {spec!r}. "
+            "Expected a positive int (a Dense+ReLU layer of that size) or a "
+            "keras.layers.Layer."
+        )
+    return keras.saving.serialize_keras_object(spec)
+
+
+def _apply_sample_weight(mask, sample_weight):
+    if sample_weight is None:
+        return mask
+    sample_weight = ops.cast(sample_weight, mask.dtype)
+    while len(sample_weight.shape) < len(mask.shape):
+        sample_weight = ops.expand_dims(sample_weight, -1)
+    if len(sample_weight.shape) > len(mask.shape):
+        sample_weight = ops.reshape(sample_weight, ops.shape(mask))
+    return mask * sample_weight
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (
+        ",)" if len(shape) == 1 else ")"
+    )

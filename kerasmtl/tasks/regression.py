@@ -1,0 +1,93 @@
+"""`Regression`: one or more real values per example (linear head)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasmtl.tasks.base import Task
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class Regression(Task):
+    """Regression of `units` real values with a linear head and squared error.
+
+    Labels are floats of shape `(batch,)` (when `units=1`) or `(batch, units)`;
+    `NaN` marks a missing value, per element. Serving adds
+    `<name>_prediction`, the predicted values.
+
+    Args:
+        name: str. The task's name.
+        units: int. Number of values predicted per example. Defaults to `1`.
+        **kwargs: `hidden_layers`, `loss`, `loss_weight` (see `Task`).
+
+    Examples:
+
+    >>> Regression("size").output_shape
+    (1,)
+    """
+
+    kind = "regression"
+    elementwise = True
+    label_dtype = "float32"
+    primary_metric = "mae"
+    higher_is_better = False
+
+    def __init__(self, name: str, units: int = 1, **kwargs):
+        super().__init__(name, **kwargs)
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(
+                f"Invalid value for argument `units` of task '{name}'. "
+                f"Expected an int >= 1. Received: units={units!r}"
+            )
+        self.units = int(units)
+
+    @property
+    def output_shape(self):
+        return (self.units,)
+
+    @property
+    def label_shape(self):
+        return (self.units,)
+
+    def make_output_layer(self):
+        return keras.layers.Dense(self.units, name=self.name, dtype="float32")
+
+    def label_help(self):
+        return "Pass float values and NaN for a missing value."
+
+    def check_label_values(self, labels):
+        super().check_label_values(labels)
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "fiub":
+            raise ValueError(
+                f"Labels for task '{self.name}' (regression) have dtype "
+                f"{labels.dtype}; expected numbers. {self.label_help()}"
+            )
+        if labels.dtype.kind == "f" and np.isinf(labels).any():
+            raise ValueError(
+                f"Labels for task '{self.name}' (regression) contain inf. "
+                + self.label_help()
+            )
+
+    def standardize_labels(self, y):
+        y = ops.cast(ops.convert_to_tensor(y), "float32")
+        y = ops.reshape(y, (-1, self.units))
+        known = ops.logical_not(ops.isnan(y))
+        return ops.where(known, y, 0.0), ops.cast(known, "float32")
+
+    def element_loss(self, y_true, y_pred):
+        return ops.square(y_true - y_pred)
+
+    def default_metrics(self):
+        return [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+        ]
+
+    def postprocess(self, y_pred):
+        return {f"{self.name}_prediction": y_pred}
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

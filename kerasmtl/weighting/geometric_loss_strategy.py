@@ -1,0 +1,60 @@
+"""Geometric Loss Strategy (GLS).
+
+Chennupati, Sistu, Yogamani and Rawashdeh, "MultiNet++: Multi-Stream Feature
+Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR
+Workshops 2019. The total loss is the geometric mean of the task losses.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kerasmtl.weighting.base import LossWeighting
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class GeometricLossStrategy(LossWeighting):
+    """Geometric loss strategy (Chennupati et al., CVPRW 2019).
+
+    Formula:
+    ```
+    L = (prod_t L_t) ^ (1 / T)   = exp(mean_t log L_t)
+    weight_t = dL / dL_t = L / (T * L_t)
+    ```
+    Computed in log space over the tasks present in the batch (a task with no
+    labels would make the product zero and its gradient undefined); losses are
+    floored at `epsilon`.
+
+    Args:
+        epsilon: float > 0. Floor of each loss inside the log. Defaults to `1e-8`.
+
+    Examples:
+
+    >>> w = GeometricLossStrategy()
+    >>> round(float(w({"a": 2.0, "b": 8.0})), 4)
+    4.0
+    """
+
+    def __init__(self, epsilon: float = 1e-8, **kwargs):
+        super().__init__(**kwargs)
+        if not epsilon > 0:
+            raise ValueError(
+                "Invalid value for argument `epsilon`. Expected a float > 0. "
+                f"Received: epsilon={epsilon}"
+            )
+        self.epsilon = float(epsilon)
+
+    def combine(self, losses, present, training=False):
+        n = ops.sum(present)
+        log_losses = ops.log(ops.maximum(losses, self.epsilon))
+        total = ops.where(
+            n > 0, ops.exp(ops.divide_no_nan(ops.sum(present * log_losses), n)), 0.0
+        )
+        weights = present * ops.divide_no_nan(
+            total, n * ops.maximum(losses, self.epsilon)
+        )
+        return total, weights
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
