@@ -1,0 +1,39 @@
+"""Smoke test of the benchmark scripts: they run and print their figures.
+
+Nothing about speed is asserted: the figures depend on the machine.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (
+        f"{script} {' '.join(args)} exited with {result.returncode}.\n"
+        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+def test_sharing_cost_quick_prints_a_ratio_per_number_of_tasks():
+    out = run_benchmark("sharing_cost.py", "--quick")
+    assert "tensorflow" in out and "CPUs:" in out, out
+    for num_tasks in (2, 3, 5):
+        line = re.search(rf"^T={num_tasks}: .*\| ratio (\d+\.\d+) ", out, re.MULTILINE)
+        assert line, f"no ratio line for T={num_tasks} in:\n{out}"
+        assert float(line.group(1)) > 0
+    assert re.search(r"^verdict: T=3 ratio \d+\.\d+ vs target <= 0\.45", out, re.M), out
