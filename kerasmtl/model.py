@@ -190,13 +190,16 @@ class MultiTaskModel(keras.Model):
                 f"Expected 'auto' or a dict keyed by task name ({self.task_names}). "
                 f"Received: {value!r}"
             )
-        unknown = sorted(set(value) - set(self.task_names))
+        self._check_known_tasks(value, f"`{argument}`")
+        return {n: value.get(n, "auto") for n in self.task_names}
+
+    def _check_known_tasks(self, keys, what: str, hint: str = "") -> None:
+        unknown = sorted(set(keys) - set(self.task_names))
         if unknown:
             raise ValueError(
-                f"`{argument}` names unknown task(s) {unknown}; the model's tasks are "
-                f"{self.task_names}."
+                f"{what} name unknown task(s) {unknown}; the model's tasks are "
+                f"{self.task_names}.{hint}"
             )
-        return {n: value.get(n, "auto") for n in self.task_names}
 
     def _build_task_metrics(self):
         # Metrics that create their variables lazily (e.g. F1Score) must do so
@@ -303,12 +306,7 @@ class MultiTaskModel(keras.Model):
         if sample_weight is None:
             return {n: None for n in self.task_names}
         if isinstance(sample_weight, dict):
-            unknown = sorted(set(sample_weight) - set(self.task_names))
-            if unknown:
-                raise ValueError(
-                    f"sample_weight names unknown task(s) {unknown}; the model's tasks "
-                    f"are {self.task_names}."
-                )
+            self._check_known_tasks(sample_weight, "sample_weight")
             return {n: sample_weight.get(n) for n in self.task_names}
         return {n: sample_weight for n in self.task_names}
 
@@ -324,12 +322,9 @@ class MultiTaskModel(keras.Model):
                 f"MultiTaskModel '{self.name}' expects labels as a dict keyed by task "
                 f"name {self.task_names}. Received: {type(y).__name__}."
             )
-        unknown = sorted(set(y) - set(self.task_names))
-        if unknown:
-            raise ValueError(
-                f"Labels name unknown task(s) {unknown}; the model's tasks are "
-                f"{self.task_names}. Remove those keys or add the tasks to the model."
-            )
+        self._check_known_tasks(
+            y, "Labels", " Remove those keys or add the tasks to the model."
+        )
         missing = [n for n in self.task_names if n not in y]
         if missing:
             raise ValueError(

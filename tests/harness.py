@@ -60,6 +60,21 @@ def run_model_saving_test(model: keras.Model, x, tmp_path, atol: float = 1e-6):
     return loaded
 
 
+def contract_model(units: int = 32) -> mtl.MultiTaskModel:
+    """The foundation issue's contract model: three kinds of task on one trunk,
+    uncertainty weighting."""
+    tasks = [
+        mtl.tasks.Classification("species", num_classes=3),
+        mtl.tasks.Regression("size"),
+        mtl.tasks.MultiLabel("tags", num_labels=5),
+    ]
+    inputs = keras.Input((8,), name="features")
+    shared = keras.layers.Dense(units, activation="relu")(inputs)
+    return mtl.sharing.hard_sharing(
+        inputs, shared, tasks, weighting=mtl.weighting.Uncertainty()
+    )
+
+
 def tiny_model(tasks, weighting=None, num_features: int = 8, units: int = 8):
     """A hard-sharing model with a one-layer trunk, for component tests."""
     inputs = keras.Input((num_features,), name="features")

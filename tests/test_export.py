@@ -16,22 +16,14 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
+from harness import contract_model  # noqa: E402
 from kerasmtl.data import synthetic_tabular  # noqa: E402
 
 PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
 
 def _snippet_model(train: bool = False) -> mtl.MultiTaskModel:
-    tasks = [
-        mtl.tasks.Classification("species", num_classes=3),
-        mtl.tasks.Regression("size"),
-        mtl.tasks.MultiLabel("tags", num_labels=5),
-    ]
-    inputs = keras.Input((8,), name="features")
-    shared = keras.layers.Dense(32, activation="relu")(inputs)
-    model = mtl.sharing.hard_sharing(
-        inputs, shared, tasks, weighting=mtl.weighting.Uncertainty()
-    )
+    model = contract_model()
     model.compile(optimizer="adam")
     if train:
         x, y = synthetic_tabular(64, seed=0)

@@ -8,7 +8,12 @@ import pytest
 import tensorflow as tf
 
 import kerasmtl as mtl
-from harness import assert_finite_logs, run_model_saving_test, tiny_model
+from harness import (
+    assert_finite_logs,
+    contract_model,
+    run_model_saving_test,
+    tiny_model,
+)
 from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
 
 
@@ -19,16 +24,7 @@ def test_issue_contract(tmp_path):
     yr = rng.normal(size=64).astype("float32")
     yr[::5] = np.nan
     yt = rng.integers(-1, 2, (64, 5))
-    tasks = [
-        mtl.tasks.Classification("species", num_classes=3),
-        mtl.tasks.Regression("size"),
-        mtl.tasks.MultiLabel("tags", num_labels=5),
-    ]
-    inputs = keras.Input((8,), name="features")
-    shared = keras.layers.Dense(16, activation="relu")(inputs)
-    model = mtl.sharing.hard_sharing(
-        inputs, shared, tasks, weighting=mtl.weighting.Uncertainty()
-    )
+    model = contract_model(units=16)
     model.compile(optimizer="adam")
     history = model.fit(x, {"species": ys, "size": yr, "tags": yt}, epochs=2, verbose=0)
     assert_finite_logs(history)

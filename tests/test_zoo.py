@@ -1,0 +1,32 @@
+"""Every registered zoo model: forward, one train step, save/load, no NaN."""
+
+import numpy as np
+import pytest
+
+import zoo
+from harness import assert_finite_logs, run_model_saving_test
+from zoo.registry import get_entry
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_registered_model(name, tmp_path):
+    entry = get_entry(name)
+    assert entry.example_data is not None, f"{name} registers no example_data"
+    x, y = entry.example_data()
+    model = zoo.create_model(name)
+    model.compile(optimizer="adam")
+    outputs = model.predict(x, verbose=0)
+    assert all(np.all(np.isfinite(v)) for v in outputs.values())
+    assert_finite_logs(model.fit(x, y, epochs=1, verbose=0))
+    run_model_saving_test(model, x, tmp_path)
+
+
+def test_registry_errors_and_overrides():
+    assert "tabular_mtl_mlp" in zoo.list_models()
+    with pytest.raises(ValueError, match=r"No zoo model named 'tabular_mlp'.*Did you mean"):
+        zoo.create_model("tabular_mlp")
+    with pytest.raises(ValueError, match=r"does not take \['colour'\]"):
+        zoo.create_model("tabular_mtl_mlp", colour=1)
+    model = zoo.create_model("tabular_mtl_mlp", hidden_units=(4,))
+    assert model.get_layer("trunk_0").units == 4
+    assert "tabular_mtl_mlp" in zoo.model_card("tabular_mtl_mlp")

@@ -1,0 +1,13 @@
+"""kerasmtl's model zoo: prebuilt models built only from the public kerasmtl API.
+
+```python
+import zoo
+zoo.list_models()
+model = zoo.create_model("tabular_mtl_mlp", hidden_units=(32,))
+```
+"""
+
+from zoo import tabular  # noqa: F401  (registers its models)
+from zoo.registry import create_model, list_models, model_card, register_model
+
+__all__ = ["create_model", "list_models", "model_card", "register_model"]
