@@ -243,6 +243,7 @@ class MultiTaskModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         y = self.check_label_structure(y)
         sample_weights = self._sample_weights_by_task(sample_weight)
+        replicas = _replicas_in_sync()
         losses, present = {}, {}
         for task in self._tasks:
             labels = _assert_no_nan_class_labels(task, y[task.name])
@@ -252,8 +253,16 @@ class MultiTaskModel(keras.Model):
                 sample_weight=sample_weights[task.name],
                 loss_fn=self._loss_fns[task.name],
             )
-            losses[task.name] = mean
-            present[task.name] = ops.cast(count > 0, "float32")
+            global_count = count
+            if replicas > 1:
+                # Shards hold different numbers of known labels: scale each
+                # replica's masked mean so that the mean over replicas is the
+                # masked mean of the global batch (exact for linear weightings).
+                global_count = _all_reduce_sum(count)
+                losses[task.name] = ops.divide_no_nan(mean * count * replicas, global_count)
+            else:
+                losses[task.name] = mean
+            present[task.name] = ops.cast(global_count > 0, "float32")
             if self._mtl_metrics:
                 self._mtl_metrics["loss"][task.name].update_state(
                     ops.divide_no_nan(mean, task.loss_weight), sample_weight=count
@@ -271,7 +280,8 @@ class MultiTaskModel(keras.Model):
                 self._mtl_metrics["penalty"].update_state(penalty)
         if self.losses:
             total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return total
+        # As Keras' own compute_loss: gradients are summed over replicas.
+        return total / replicas if replicas > 1 else total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y = self.check_label_structure(y)
@@ -435,6 +445,17 @@ def _is_array_like(value) -> bool:
     return isinstance(value, (np.ndarray, list, tuple)) or (
         tf.is_tensor(value) and tf.executing_eagerly()
     )
+
+
+def _replicas_in_sync() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _all_reduce_sum(value):
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: value is already global
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def _assert_no_nan_class_labels(task, labels):

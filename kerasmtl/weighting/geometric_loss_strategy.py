@@ -24,7 +24,9 @@ class GeometricLossStrategy(LossWeighting):
     ```
     Computed in log space over the tasks present in the batch (a task with no
     labels would make the product zero and its gradient undefined); losses are
-    floored at `epsilon`.
+    floored at `epsilon`. Under `tf.distribute`, each replica applies the
+    formula to its estimate of the global-batch losses, so (being nonlinear)
+    it matches the single-device step only approximately.
 
     Args:
         epsilon: float > 0. Floor of each loss inside the log. Defaults to `1e-8`.
