@@ -182,3 +182,18 @@ def test_recompile_replaces_metrics():
     model.compile(optimizer="adam", metrics={"species": ["accuracy"], "size": [], "tags": []})
     logs = model.fit(x, y, epochs=1, verbose=0).history
     assert "size/mae" not in logs and "species/accuracy" in logs
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        x, y = synthetic_tabular(64, seed=0)
+        model = tiny_model(synthetic_tabular_tasks(), weighting=mtl.weighting.Uncertainty())
+        model.compile(optimizer="adam")
+        assert model.weighting.compute_dtype == "float32"
+        assert_finite_logs(model.fit(x, y, epochs=2, verbose=0))
+        outputs = model.predict(x[:4], verbose=0)
+        assert all(v.dtype == np.float32 for v in outputs.values())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

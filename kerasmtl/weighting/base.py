@@ -21,6 +21,9 @@ class LossWeighting(keras.layers.Layer):
     """Base class: subclasses implement `combine(losses, present, training)`."""
 
     def __init__(self, **kwargs):
+        # Loss arithmetic stays in float32 under a mixed-precision policy, as
+        # Keras keeps losses and loss scaling in float32.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.task_names: list[str] = []
 
