@@ -247,26 +247,23 @@ class MultiTaskModel(keras.Model):
         losses, present = {}, {}
         for task in self._tasks:
             labels = _assert_no_nan_class_labels(task, y[task.name])
-            mean, count = task.compute_loss(
+            mean, count = task.masked_loss(
                 labels,
                 y_pred[task.name],
                 sample_weight=sample_weights[task.name],
                 loss_fn=self._loss_fns[task.name],
             )
+            if self._mtl_metrics:
+                self._mtl_metrics["loss"][task.name].update_state(mean, sample_weight=count)
             global_count = count
             if replicas > 1:
                 # Shards hold different numbers of known labels: scale each
                 # replica's masked mean so that the mean over replicas is the
                 # masked mean of the global batch (exact for linear weightings).
                 global_count = _all_reduce_sum(count)
-                losses[task.name] = ops.divide_no_nan(mean * count * replicas, global_count)
-            else:
-                losses[task.name] = mean
+                mean = ops.divide_no_nan(mean * count * replicas, global_count)
+            losses[task.name] = mean * task.loss_weight
             present[task.name] = ops.cast(global_count > 0, "float32")
-            if self._mtl_metrics:
-                self._mtl_metrics["loss"][task.name].update_state(
-                    ops.divide_no_nan(mean, task.loss_weight), sample_weight=count
-                )
         total = self.weighting(losses, present, training=training)
         if self._mtl_metrics:
             for i, name in enumerate(self.task_names):

@@ -197,3 +197,18 @@ def test_mixed_precision(policy):
         assert all(v.dtype == np.float32 for v in outputs.values())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_zero_loss_weight_task_is_monitored_not_trained():
+    # loss_weight=0: the task does not train, but loss/<task> still reports its
+    # masked mean loss (here the MSE of an all-zero head on labels 1, 3 -> 5).
+    x = np.ones((4, 1), "float32")
+    y = {"r": np.array([1.0, np.nan, 3.0, np.nan], "float32"), "c": np.zeros(4, "int32")}
+    tasks = [mtl.tasks.Regression("r", loss_weight=0.0), mtl.tasks.Classification("c", 2)]
+    inputs = keras.Input((1,))
+    model = mtl.sharing.hard_sharing(inputs, inputs, tasks)
+    model.get_layer("r").set_weights([np.zeros((1, 1)), np.zeros(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["loss/r"], (1 + 9) / 2, rtol=1e-6)
+    np.testing.assert_allclose(logs["loss"], logs["loss/c"], rtol=1e-6)

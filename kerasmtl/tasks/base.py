@@ -168,11 +168,17 @@ class Task:
         return None
 
     def compute_loss(self, y, y_pred, sample_weight=None, loss_fn=None):
-        """Masked mean loss over the known labels, and their (weighted) count.
+        """`masked_loss` times this task's `loss_weight`, and the count."""
+        mean, count = self.masked_loss(y, y_pred, sample_weight, loss_fn)
+        return mean * self.loss_weight, count
+
+    def masked_loss(self, y, y_pred, sample_weight=None, loss_fn=None):
+        """Masked mean loss over the known labels (unweighted by `loss_weight`),
+        and their (sample-weighted) count.
 
         Formula:
         ```
-        loss = sum(mask * w * l) / max(sum(mask * w), eps)   (0 if sum is 0)
+        loss = sum(mask * w * l) / sum(mask * w)   (0 if the sum is 0)
         ```
         """
         y_true, mask = self.standardize_labels(y)
@@ -183,8 +189,7 @@ class Task:
         # where(): a NaN produced on a masked element must not leak into the sum.
         total = ops.sum(ops.where(weights > 0, values * weights, 0.0))
         count = ops.sum(weights)
-        mean = ops.divide_no_nan(total, count) * self.loss_weight
-        return mean, count
+        return ops.divide_no_nan(total, count), count
 
     # -- metrics --------------------------------------------------------------
 
