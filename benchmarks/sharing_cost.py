@@ -180,8 +180,7 @@ def step_runner(model: keras.Model, batch: tuple, driver: str) -> Callable[[int]
 def warm_up(model: keras.Model, batch: tuple, driver: str) -> float:
     start = time.perf_counter()
     x, y, _ = batch
-    model.train_on_batch(x, y)  # builds the optimizer, traces the step
-    model.make_train_function()
+    model.train_on_batch(x, y)  # builds the optimizer, makes and traces the step
     step_runner(model, batch, driver)(WARMUP_STEPS)
     return time.perf_counter() - start
 

@@ -13,7 +13,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter
+import keras
+
+from kerasmtl import weighting
+from kerasmtl.export import export_saved_model
+from kerasmtl.quickstart import run_quickstart
+
+# --weighting choices of the quickstart.
+_WEIGHTINGS = {
+    "equal": weighting.Equal,
+    "uncertainty": weighting.Uncertainty,
+    "dwa": weighting.DynamicWeightAverage,
+    "rlw": weighting.RandomLossWeighting,
+    "gls": weighting.GeometricLossStrategy,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,30 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _weighting(name: str):
-    from kerasmtl import weighting
-
-    return {
-        "equal": weighting.Equal,
-        "uncertainty": weighting.Uncertainty,
-        "dwa": weighting.DynamicWeightAverage,
-        "rlw": weighting.RandomLossWeighting,
-        "gls": weighting.GeometricLossStrategy,
-    }[name]()
-
-
-_WEIGHTINGS = ("equal", "uncertainty", "dwa", "rlw", "gls")
-
-
 def _quickstart(args) -> int:
     import zoo  # the CLI's lookup by name is the one place kerasmtl uses the zoo
-    from kerasmtl.quickstart import run_quickstart
 
     def build_fn(tasks):
         # Single-task baselines get plain training: a weighting of one task
         # would only rescale its learning rate.
-        weighting = _weighting(args.weighting) if len(tasks) > 1 else None
-        return zoo.create_model("tabular_mtl_mlp", tasks=tasks, weighting=weighting)
+        chosen = _WEIGHTINGS[args.weighting]() if len(tasks) > 1 else None
+        return zoo.create_model("tabular_mtl_mlp", tasks=tasks, weighting=chosen)
 
     run_quickstart(
         build_fn,
@@ -109,11 +106,6 @@ def _quickstart(args) -> int:
 
 
 def _export(args) -> int:
-    import keras
-
-    import kerasmtl  # noqa: F401  (registers the custom objects for loading)
-    from kerasmtl.export import export_saved_model
-
     if not os.path.isfile(args.model):
         raise ValueError(f"No model file at '{args.model}'. Pass a .keras file.")
     model = keras.models.load_model(args.model)

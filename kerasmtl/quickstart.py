@@ -49,17 +49,19 @@ def run_quickstart(
     evaluation = synthetic_tabular(
         num_eval_examples, missing_rate=missing_rate, seed=seed + 10_000
     )
+    num_features = train[0].shape[1]
     print_fn(
-        "kerasmtl quickstart: one model, three tasks "
-        "(species: 3-class classification, size: regression, tags: 5 labels)"
+        f"kerasmtl quickstart: one model, {len(tasks)} tasks ("
+        + ", ".join(f"{t.name}: {t.kind}" for t in tasks) + ")"
     )
     print_fn(
         f"synthetic data: {num_examples} training rows, {num_eval_examples} eval rows;"
         " missing labels are masked per element, never dropped:"
     )
-    for name, labels in train[1].items():
-        known = ~np.isnan(labels) if labels.dtype.kind == "f" else labels >= 0
-        print_fn(f"  {name:8s} {int(known.sum()):6d} known / {known.size} label elements")
+    for task in tasks:
+        _, known = task.standardize_labels(train[1][task.name])  # the task's own mask
+        known = np.asarray(known)
+        print_fn(f"  {task.name:8s} {int(known.sum()):6d} known / {known.size} label elements")
 
     comparison = compare_with_single_task(
         build_fn,
@@ -98,13 +100,13 @@ def run_quickstart(
         "tensorflow/serving"
     )
     print_fn(
-        f"  curl -d '{{\"instances\": [[0,0,0,0,0,0,0,0]]}}' "
+        f"  curl -d '{{\"instances\": [{[0] * num_features}]}}' "
         f"localhost:8501/v1/models/{name}:predict"
     )
     print_fn("or call it in Python, no kerasmtl needed:")
     print_fn(
         f"  tf.saved_model.load('{version_dir}').signatures['serving_default']"
-        "(features=tf.zeros([1, 8]))"
+        f"(features=tf.zeros([1, {num_features}]))"
     )
     print_fn(f"done in {time.perf_counter() - start:.0f} s")
     return {"comparison": comparison, "export_path": version_dir}

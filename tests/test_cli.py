@@ -1,6 +1,7 @@
 """The command line and the quickstart (the README's main job)."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -29,8 +30,13 @@ def test_quickstart_small(tmp_path, capsys):
     ])
     assert code == 0
     out = capsys.readouterr().out
-    for expected in ("species", "size", "tags", "Δm", "known /", "docker run", str(export_dir / "1")):
+    for expected in ("Δm = ", "docker run", str(export_dir / "1")):
         assert expected in out
+    # One comparison row per task, on its primary metric, with MTL, STL and Δ.
+    for task, metric in (("species", "accuracy"), ("size", "mae"), ("tags", "f1")):
+        assert re.search(rf"^{task}\s+{metric} \S+\s+[\d.]+\s+[\d.]+\s+[-+][\d.]+%$", out, re.M), out
+    # Known-label counts come from the tasks' own masks: 128 rows, 5 tags each.
+    assert re.search(r"^  tags\s+\d+ known / 640 label elements$", out, re.M), out
     signature = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
     result = signature(features=tf.zeros([2, 8]))
     assert {"species", "species_prediction", "size", "tags_prediction"} <= set(result)
