@@ -87,8 +87,9 @@ class MultiTaskModel(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         # === Multi-task state ===
-        # Plain tuple, set around Keras' attribute tracker: tasks are specs.
-        object.__setattr__(self, "_tasks", tuple(tasks))
+        # Plain tuple, set around Keras' attribute tracker: tasks are specs,
+        # bound to this model's layers where their kind needs them.
+        object.__setattr__(self, "_tasks", tuple(t.bind(self) for t in tasks))
         if isinstance(weighting, dict):
             weighting = keras.saving.deserialize_keras_object(weighting)
         weighting = weighting if weighting is not None else Equal()

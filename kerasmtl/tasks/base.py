@@ -99,6 +99,17 @@ class Task:
             x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
         return self.make_output_layer()(x)
 
+    def bind(self, model) -> Task:
+        """Returns the task as used by `model` (called once when a
+        `MultiTaskModel` is built).
+
+        Tasks are specs shared between models; a kind whose loss, metrics or
+        post-processing need weights of its own head (a CRF's transitions,
+        calibrated thresholds) returns a copy that holds `model`'s layer,
+        found as `model.get_layer(self.name)`. The default returns `self`.
+        """
+        return self
+
     # -- labels and loss ------------------------------------------------------
 
     def check_label_shape(self, shape: Sequence[int | None]) -> None:

@@ -1,0 +1,1 @@
+"""Custom layers used by task heads (CRF, label attention, thresholds)."""

@@ -1,0 +1,1 @@
+"""Losses: plain functions plus `keras.losses.Loss` wrappers."""

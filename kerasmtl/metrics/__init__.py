@@ -1,0 +1,1 @@
+"""Metrics: Keras metric classes and plain functions on numpy arrays."""

@@ -1,0 +1,1 @@
+"""Serving exported SavedModels over TF Serving's REST API."""
