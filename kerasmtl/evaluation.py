@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import keras
+import tensorflow as tf
 
 from kerasmtl.model import MultiTaskModel
 from kerasmtl.tasks import Task
@@ -251,8 +252,9 @@ def compare_with_single_task(
     Args:
         build_fn: `build_fn(list_of_tasks) -> MultiTaskModel`, uncompiled.
         tasks: the tasks to compare on.
-        train_data: `(x, {task_name: labels})`.
-        eval_data: `(x, {task_name: labels})`.
+        train_data: `(x, {task_name: labels})`, or a `tf.data.Dataset` of
+            such batches (then `batch_size` is the dataset's own).
+        eval_data: `(x, {task_name: labels})`, or a dataset as above.
         epochs: int. Training epochs of every model. Defaults to `5`.
         batch_size: int. Training batch size of every model. Defaults to `64`.
         optimizer: optimizer name, config dict or instance; each model gets its
@@ -281,15 +283,12 @@ def compare_with_single_task(
         raise ValueError(f"`tasks` must be a non-empty list of kerasmtl Tasks. "
                          f"Received: {tasks!r}")
     for arg, data in (("train_data", train_data), ("eval_data", eval_data)):
-        if not (isinstance(data, (tuple, list)) and len(data) == 2
-                and isinstance(data[1], Mapping)):
-            raise ValueError(f"`{arg}` must be a tuple (x, {{task_name: labels}}). "
-                             f"Received: {type(data).__name__}.")
+        label_keys = _label_keys(arg, data)
         for task in tasks:
-            if task.name not in data[1]:
+            if task.name not in label_keys:
                 raise ValueError(
                     f"`{arg}` has no labels for task '{task.name}'; its label keys "
-                    f"are {sorted(data[1])}. Every task needs a label array; mark "
+                    f"are {sorted(label_keys)}. Every task needs a label array; mark "
                     "missing labels with -1 (class, binary) or NaN (float)."
                 )
     budget = {"epochs": epochs, "batch_size": batch_size, "seed": seed,
@@ -306,9 +305,10 @@ def compare_with_single_task(
                 "a MultiTaskModel with one head for each task it is given, and no other."
             )
         model.compile(optimizer=_fresh_optimizer(optimizer))
-        model.fit(train_data[0], {n: train_data[1][n] for n in names},
-                  epochs=epochs, batch_size=batch_size, verbose=verbose)
-        report = task_report(model, eval_data[0], {n: eval_data[1][n] for n in names})
+        x, y = _select_tasks(train_data, names)
+        model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
+                  verbose=verbose)
+        report = task_report(model, *_select_tasks(eval_data, names))
         return model, report
 
     mtl_model, mtl_report = train(tasks)
@@ -330,6 +330,26 @@ def compare_with_single_task(
                                   mtl_value, stl_value, improvement))
     return Comparison(rows, math.fsum(r.improvement for r in rows) / len(rows),
                       mtl_report, stl_reports, budget, mtl_model, stl_models)
+
+
+def _label_keys(arg: str, data) -> list[str]:
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if isinstance(spec, tuple) and len(spec) >= 2 and isinstance(spec[1], Mapping):
+            return list(spec[1])
+        raise ValueError(f"`{arg}` is a tf.data.Dataset whose elements are {spec}; "
+                         "expected batches of (x, {task_name: labels}).")
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Mapping):
+        return list(data[1])
+    raise ValueError(f"`{arg}` must be a tuple (x, {{task_name: labels}}) or a "
+                     f"tf.data.Dataset of such batches. Received: {type(data).__name__}.")
+
+
+def _select_tasks(data, names: list[str]):
+    """`(x, y)` for fit/evaluate, with only the labels of `names`."""
+    if isinstance(data, tf.data.Dataset):
+        return data.map(lambda x, y, *rest: (x, {n: y[n] for n in names})), None
+    return data[0], {n: data[1][n] for n in names}
 
 
 def _primary_metric(report: dict, task: Task) -> float:

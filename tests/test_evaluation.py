@@ -210,6 +210,26 @@ def test_comparison_same_seed_same_numbers(comparison):
     assert again.delta_m == comparison.delta_m
 
 
+def test_comparison_accepts_datasets_with_the_same_results(comparison):
+    # Large corpora come as tf.data pipelines; baselines get only their labels.
+    train = synthetic_tabular(256, seed=0)
+    val = synthetic_tabular(128, seed=1)
+    batches = tf.data.Dataset.from_tensor_slices(train).batch(64)
+    from_dataset = compare_with_single_task(
+        tiny_model, synthetic_tabular_tasks(), batches,
+        tf.data.Dataset.from_tensor_slices(val).batch(64), epochs=1, seed=0)
+    assert [r.task for r in from_dataset.rows] == TASK_NAMES
+    for row in from_dataset.rows:
+        assert math.isfinite(row.mtl) and math.isfinite(row.stl)
+    # Evaluation on the dataset equals evaluation on the arrays.
+    model = from_dataset.single_task_models["size"]
+    assert task_report(model, val[0], {"size": val[1]["size"]})["size"]["mae"] == (
+        pytest.approx(from_dataset.stl_reports["size"]["mae"], rel=1e-5))
+    with pytest.raises(ValueError, match="whose elements are"):
+        compare_with_single_task(tiny_model, synthetic_tabular_tasks(),
+                                 tf.data.Dataset.range(3), batches)
+
+
 def test_comparison_task_missing_from_labels():
     tasks = synthetic_tabular_tasks()
     x, y = synthetic_tabular(32, seed=0)
