@@ -371,18 +371,21 @@ class MultiTaskModel(keras.Model):
         validation = bound.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_data(validation[0], validation[1])
+        elif isinstance(validation, tf.data.Dataset):
+            self._check_data(validation, None)
         callbacks = list(bound.get("callbacks") or [])
         if type(self.weighting).on_epoch_end is not LossWeighting.on_epoch_end:
             callbacks.append(_EpochEndWeighting())
         bound["callbacks"] = callbacks
         bound.pop("self")
-        return super().fit(**bound)
+        return super().fit(**bound.pop("kwargs", {}), **bound)
 
     def evaluate(self, *args, **kwargs):
         bound = _EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
         bound.pop("self")
-        return super().evaluate(**bound)
+        # fit() passes private keywords (validation caching) through **kwargs.
+        return super().evaluate(**bound.pop("kwargs", {}), **bound)
 
     # -- serving --------------------------------------------------------------
 

@@ -73,6 +73,20 @@ def test_tf_data_pipeline_and_sample_weights():
     assert_finite_logs(model.fit(x, y, sample_weight=weights, epochs=1, verbose=0))
 
 
+def test_validation_data_as_arrays_and_as_a_dataset():
+    x, y = synthetic_tabular(64, seed=0)
+    model = tiny_model(synthetic_tabular_tasks())
+    model.compile(optimizer="adam")
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert "val_loss/size" in history.history and "val_species/accuracy" in history.history
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    history = model.fit(ds, validation_data=ds, epochs=1, verbose=0)
+    assert_finite_logs(history)
+    bad = ds.map(lambda a, b: (a, {"species": b["species"]}))
+    with pytest.raises(ValueError, match=r"No labels for task\(s\) \['size', 'tags'\]"):
+        model.fit(ds, validation_data=bad, epochs=1, verbose=0)
+
+
 def test_tensorboard_gets_per_task_weights_and_losses(tmp_path):
     x, y = synthetic_tabular(32, seed=0)
     model = tiny_model(synthetic_tabular_tasks(), weighting=mtl.weighting.Uncertainty())
