@@ -30,3 +30,17 @@ def test_registry_errors_and_overrides():
     model = zoo.create_model("tabular_mtl_mlp", hidden_units=(4,))
     assert model.get_layer("trunk_0").units == 4
     assert "tabular_mtl_mlp" in zoo.model_card("tabular_mtl_mlp")
+
+
+def test_training_recipe_trains_saves_and_exports(tmp_path):
+    from zoo.training import train_zoo_model
+
+    lines = []
+    result = train_zoo_model(
+        "tabular_mtl_mlp", "synthetic", epochs=1, save_path=str(tmp_path / "m.keras"),
+        export_dir=str(tmp_path / "export"), print_fn=lines.append)
+    assert set(result["report"]) == {"species", "size", "tags"}
+    assert (tmp_path / "m.keras").exists() and (tmp_path / "export" / "1").is_dir()
+    assert any(line.startswith("  species ") for line in lines)
+    with pytest.raises(ValueError, match="--data synthetic only"):
+        train_zoo_model("tabular_mtl_mlp", "mydata.csv")

@@ -28,21 +28,29 @@ class ZooEntry:
     # the test that runs every registered model.
     example_data: Callable | None
     summary: str
+    # `data(spec, *, batch_size, seed) -> zoo.training.TrainingData`: the
+    # training recipe behind `kerasmtl train NAME --data SPEC`; None if none.
+    data: Callable | None = None
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
 
-def register_model(fn: Callable | None = None, *, example_data: Callable | None = None):
+def register_model(
+    fn: Callable | None = None,
+    *,
+    example_data: Callable | None = None,
+    data: Callable | None = None,
+):
     """Registers a factory under its function name; usable with or without
-    arguments."""
+    arguments. `data` is the model's data function (see `zoo.training`)."""
 
     def register(factory: Callable) -> Callable:
         name = factory.__name__
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"A zoo model named '{name}' is already registered.")
         doc = inspect.getdoc(factory) or ""
-        _REGISTRY[name] = ZooEntry(name, factory, example_data, doc.split("\n")[0])
+        _REGISTRY[name] = ZooEntry(name, factory, example_data, doc.split("\n")[0], data)
         return factory
 
     return register(fn) if fn is not None else register

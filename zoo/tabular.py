@@ -8,13 +8,28 @@ import keras
 
 import kerasmtl as mtl
 from zoo.registry import register_model
+from zoo.training import TrainingData
 
 
 def _synthetic_example():
     return mtl.data.synthetic_tabular(16, seed=0)
 
 
-@register_model(example_data=_synthetic_example)
+def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
+    if spec != "synthetic":
+        raise ValueError(
+            f"tabular_mtl_mlp trains on --data synthetic only. Received: '{spec}'. "
+            "For your own table, build the model with zoo.create_model("
+            "'tabular_mtl_mlp', num_features=..., tasks=[...]) and call fit."
+        )
+    train = mtl.data.synthetic_tabular(1500, seed=seed)
+    dev = mtl.data.synthetic_tabular(1000, seed=seed + 10_000)
+    return TrainingData(train, dev, mtl.data.synthetic_tabular_tasks(),
+                        {"num_features": train[0].shape[1]},
+                        "synthetic tabular data, 1500 train / 1000 dev rows")
+
+
+@register_model(example_data=_synthetic_example, data=_training_data)
 def tabular_mtl_mlp(
     num_features: int = 8,
     tasks: Sequence[mtl.tasks.Task] | None = None,

@@ -1,0 +1,151 @@
+"""Training recipes of zoo models: `kerasmtl train` and `kerasmtl evaluate`.
+
+A zoo model registers a *data function* beside its factory:
+`data_fn(spec, *, batch_size, seed) -> TrainingData`, which turns a data
+specification from the command line (`"synthetic"`, a folder, a tfds name)
+into training and dev data plus the factory arguments that depend on the data
+(a vocabulary, tag lists, an input width). Both functions here build the model
+as `create_model(name, tasks=..., **data.model_kwargs)`, so a factory must
+accept `tasks` (a subset of its tasks, for single-task baselines).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+
+import kerasmtl as mtl
+from zoo.registry import create_model, get_entry
+
+
+@dataclass
+class TrainingData:
+    """What a zoo model's data function returns.
+
+    `train` and `dev` are `(x, {task: labels})` tuples or `tf.data.Dataset`s of
+    such batches; `tasks` the tasks the data labels (in the model's order);
+    `model_kwargs` the factory arguments the data fixes; `summary` one line
+    for the log (source, sizes).
+    """
+
+    train: object
+    dev: object
+    tasks: list
+    model_kwargs: dict = field(default_factory=dict)
+    summary: str = ""
+
+
+def load_training_data(name: str, spec: str, *, batch_size: int = 32,
+                       seed: int = 0) -> TrainingData:
+    """Runs zoo model `name`'s data function on `spec`."""
+    entry = get_entry(name)
+    if entry.data is None:
+        raise ValueError(
+            f"Zoo model '{name}' has no training recipe (no data function is "
+            "registered); build it with zoo.create_model and call fit yourself."
+        )
+    return entry.data(spec, batch_size=batch_size, seed=seed)
+
+
+def train_zoo_model(
+    name: str,
+    spec: str,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+    weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
+    optimizer: str = "adam",
+    save_path: str | None = None,
+    export_dir: str | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> dict:
+    """Trains zoo model `name` on `spec`, evaluates on dev, saves and exports.
+
+    Args:
+        name: str. A registered zoo model with a data function.
+        spec: str. The data specification its data function understands.
+        epochs, batch_size, seed, optimizer: the training budget.
+        weighting: a zero-argument factory of the loss weighting, or None
+            (the model's default).
+        save_path: str or None. Where to save the `.keras` model.
+        export_dir: str or None. Base path of the SavedModel export.
+        print_fn: where the log goes.
+
+    Returns:
+        `{"model", "report", "history", "export_path", "seconds"}`.
+    """
+    start = time.perf_counter()
+    data = load_training_data(name, spec, batch_size=batch_size, seed=seed)
+    print_fn(f"{name}: {data.summary}")
+    keras.utils.set_random_seed(seed)
+    kwargs = dict(data.model_kwargs, tasks=data.tasks)
+    if weighting is not None:
+        kwargs["weighting"] = weighting()
+    model = create_model(name, **kwargs)
+    model.compile(optimizer=optimizer)
+    x, y = _split(data.train)
+    history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
+                        validation_data=data.dev, verbose=2)
+    report = mtl.evaluation.task_report(model, *_split(data.dev))
+    print_fn("dev set:")
+    for task_name, metrics in report.items():
+        values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        print_fn(f"  {task_name:8s} {values}")
+    if save_path:
+        os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
+        model.save(save_path)
+        print_fn(f"saved: {save_path}")
+    export_path = None
+    if export_dir:
+        export_path = mtl.export.export_saved_model(model, export_dir)
+        print_fn(f"exported SavedModel: {export_path}")
+    seconds = time.perf_counter() - start
+    print_fn(f"done in {seconds:.0f} s")
+    return {"model": model, "report": report, "history": history.history,
+            "export_path": export_path, "seconds": seconds}
+
+
+def compare_zoo_model(
+    name: str,
+    spec: str,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+    weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
+    optimizer: str = "adam",
+    print_fn: Callable[[str], None] = print,
+) -> mtl.evaluation.Comparison:
+    """Trains zoo model `name` and its single-task baselines (same trunk, data
+    and budget), prints the per-task dev report and the Δm table."""
+    data = load_training_data(name, spec, batch_size=batch_size, seed=seed)
+    print_fn(f"{name}: {data.summary}")
+
+    def build_fn(tasks):
+        kwargs = dict(data.model_kwargs, tasks=tasks)
+        if weighting is not None and len(tasks) > 1:
+            kwargs["weighting"] = weighting()
+        return create_model(name, **kwargs)
+
+    comparison = mtl.evaluation.compare_with_single_task(
+        build_fn, data.tasks, data.train, data.dev, epochs=epochs,
+        batch_size=batch_size, optimizer=optimizer, seed=seed)
+    print_fn("multi-task model on dev:")
+    for task_name, metrics in comparison.mtl_report.items():
+        values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        print_fn(f"  {task_name:8s} {values}")
+    print_fn("")
+    print_fn(f"multi-task vs single-task ({epochs} epochs each):")
+    print_fn(comparison.table())
+    return comparison
+
+
+def _split(data):
+    if isinstance(data, tuple):
+        return data
+    return data, None
