@@ -1,0 +1,657 @@
+"""Multi-label metrics on thresholded predictions, as numpy functions and Keras
+metrics: micro / macro / sample-averaged precision, recall, F1 and Jaccard,
+Hamming loss and subset accuracy; plus `multilabel_report`, every multi-label
+metric of kerasmtl in one dict. The ranking metrics (LRAP, ranking loss,
+coverage error, one-error, macro average precision) are in
+`kerasmtl.metrics.multilabel_ranking`.
+
+Conventions shared by all multi-label metrics:
+
+- `y_true` is `(num_examples, num_labels)` with 1 (present), 0 (absent) and -1
+  (unknown). `y_pred` / `y_score` has the same shape: probabilities, or 0/1
+  predictions. A label is predicted present when `y_pred >= threshold` (the
+  rule of `MultiLabel`'s serving output; note `keras.metrics.F1Score` uses
+  `>`).
+- Definitions follow scikit-learn's (`sklearn.metrics`), and on fully known
+  labels the values are equal to sklearn's. A ratio whose denominator is zero
+  is `zero_division` (0 by default, sklearn's default without its warning).
+- Unknown (-1) elements are skipped: confusion counts and Hamming loss leave
+  them out; a row counts as an exact match when all its *known* labels are
+  right; sample averages (and every per-example metric) leave out rows with no
+  known label; macro averages leave out labels with no known element.
+- With nothing to average (no known row), per-example metrics are 0.0, like
+  an empty `keras.metrics.Mean`.
+- `sample_weight` is one weight per example. It weights confusion counts,
+  Hamming loss and all per-example averages, as in sklearn.
+
+The numpy functions compute in float64 and check their inputs. The Keras
+metrics accumulate in `keras.ops` (they run inside a compiled train/test
+step), give the same values over any split into batches, and check shapes
+(values only when given numpy arrays: in a graph they cannot raise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+AVERAGES = ("micro", "macro", "samples")
+
+# (numerator, denominator) of each ratio from true/false positive/negative counts.
+# F1 from counts, as sklearn >= 1.3 does: 2tp / (2tp + fp + fn).
+_RATIOS = {
+    "precision": lambda tp, fp, fn: (tp, tp + fp),
+    "recall": lambda tp, fp, fn: (tp, tp + fn),
+    "f1": lambda tp, fp, fn: (2 * tp, 2 * tp + fp + fn),
+    "jaccard": lambda tp, fp, fn: (tp, tp + fp + fn),
+}
+
+
+# -- input checks ---------------------------------------------------------------
+
+
+def check_multilabel_inputs(
+    y_true, y_pred, sample_weight=None, metric: str = "metric", pred_name: str = "y_pred"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validates and converts inputs; returns `(y_true int, y_pred float64,
+    sample_weight float64 of shape (num_examples,))`."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.ndim != 2 or y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"{metric}: `y_true` has shape {y_true.shape} and `{pred_name}` has "
+            f"shape {y_pred.shape}. Expected both (num_examples, num_labels) with "
+            "the same shape; reshape a single label to (num_examples, 1)."
+        )
+    bad = ~np.isin(y_true, (-1, 0, 1))
+    if bad.any():
+        raise ValueError(
+            f"{metric}: `y_true` must hold 1 (present), 0 (absent) or -1 "
+            f"(unknown); found {np.unique(y_true[bad])[:5].tolist()}."
+        )
+    if not np.all(np.isfinite(y_pred)):
+        raise ValueError(
+            f"{metric}: `{pred_name}` contains {int((~np.isfinite(y_pred)).sum())} "
+            "NaN or infinite value(s); pass finite scores."
+        )
+    if sample_weight is None:
+        weights = np.ones(y_true.shape[0])
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape not in ((y_true.shape[0],), (y_true.shape[0], 1)):
+            raise ValueError(
+                f"{metric}: `sample_weight` has shape {weights.shape}, expected "
+                f"({y_true.shape[0]},): one weight per example of `y_true` with "
+                f"shape {y_true.shape}."
+            )
+        weights = weights.reshape(-1)
+    return y_true.astype(np.int64), y_pred, weights
+
+
+def check_threshold(threshold, num_labels: int | None = None) -> float | list[float]:
+    """Returns `threshold` as a float or a list of floats, all in (0, 1)."""
+    values = np.asarray(threshold, dtype=np.float64)
+    if values.ndim > 1 or values.size == 0 or not np.all((values > 0) & (values < 1)):
+        raise ValueError(
+            "Invalid value for argument `threshold`. Expected a float in (0, 1) "
+            "or a vector of one such float per label. "
+            f"Received: threshold={threshold!r}"
+        )
+    if values.ndim == 1 and num_labels is not None and values.shape[0] != num_labels:
+        raise ValueError(
+            f"Argument `threshold` has {values.shape[0]} values but the labels have "
+            f"{num_labels} columns; pass one threshold per label or a single float."
+        )
+    return values.tolist()
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected one of "
+            f"{', '.join(repr(c) for c in choices)}. Received: {name}={value!r}"
+        )
+
+
+def _ratio(num, den, zero_division):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), zero_division)
+
+
+def weighted_mean(values, weights) -> float:
+    """`sum(w * v) / sum(w)`, or 0.0 when the weights sum to zero."""
+    total = float(np.sum(weights))
+    return float(np.sum(weights * values) / total) if total > 0 else 0.0
+
+
+# -- numpy functions --------------------------------------------------------------
+
+
+def _thresholded_score(kind, y_true, y_pred, average, threshold, sample_weight,
+                       zero_division):
+    _check_choice("average", average, AVERAGES)
+    _check_choice("zero_division", zero_division, (0, 1))
+    y_true, y_pred, w = check_multilabel_inputs(
+        y_true, y_pred, sample_weight, metric=f"multilabel_{kind}"
+    )
+    pred = y_pred >= np.asarray(check_threshold(threshold, y_true.shape[1]))
+    pos, neg = y_true == 1, y_true == 0
+    tp, fp, fn = pos & pred, neg & pred, pos & ~pred
+    if average == "samples":
+        score = _ratio(*_RATIOS[kind](tp.sum(1), fp.sum(1), fn.sum(1)), zero_division)
+        rows = (y_true >= 0).any(1)
+        return weighted_mean(score[rows], w[rows])
+    w = w[:, None]
+    axis = None if average == "micro" else 0
+    counts = [np.sum(w * c, axis=axis) for c in (tp, fp, fn)]
+    score = _ratio(*_RATIOS[kind](*counts), zero_division)
+    if average == "micro":
+        return float(score)
+    labels = (y_true >= 0).any(0)
+    return float(score[labels].mean()) if labels.any() else float(zero_division)
+
+
+def multilabel_precision(y_true, y_pred, average: str = "micro", threshold=0.5,
+                         sample_weight=None, zero_division: float = 0.0) -> float:
+    """Precision `tp / (tp + fp)` of thresholded multi-label predictions.
+
+    Equal to `sklearn.metrics.precision_score(y_true, y_pred >= threshold,
+    average=average)` on fully known labels (see the module docstring for
+    unknown labels).
+
+    Args:
+        y_true: array `(num_examples, num_labels)` of 1, 0 and -1 (unknown).
+        y_pred: array of the same shape: probabilities or 0/1 predictions.
+        average: str. `"micro"` (counts pooled over all labels), `"macro"`
+            (mean over labels) or `"samples"` (mean over examples). Defaults to
+            `"micro"`.
+        threshold: float in (0, 1), or one per label. Defaults to `0.5`.
+        sample_weight: optional array `(num_examples,)`. Defaults to `None`.
+        zero_division: 0 or 1. The value of a ratio with a zero denominator.
+            Defaults to `0.0`.
+
+    Examples:
+
+    >>> y_true = [[1, 0, 1], [0, 1, -1]]
+    >>> y_pred = [[0.9, 0.6, 0.2], [0.1, 0.8, 0.7]]
+    >>> multilabel_precision(y_true, y_pred)  # tp=2, fp=1 (the -1 is skipped)
+    0.6666666666666666
+    """
+    return _thresholded_score("precision", y_true, y_pred, average, threshold,
+                              sample_weight, zero_division)
+
+
+def multilabel_recall(y_true, y_pred, average: str = "micro", threshold=0.5,
+                      sample_weight=None, zero_division: float = 0.0) -> float:
+    """Recall `tp / (tp + fn)`; arguments as `multilabel_precision`.
+
+    Equal to `sklearn.metrics.recall_score` on fully known labels.
+    """
+    return _thresholded_score("recall", y_true, y_pred, average, threshold,
+                              sample_weight, zero_division)
+
+
+def multilabel_f1(y_true, y_pred, average: str = "micro", threshold=0.5,
+                  sample_weight=None, zero_division: float = 0.0) -> float:
+    """F1 `2tp / (2tp + fp + fn)`; arguments as `multilabel_precision`.
+
+    Equal to `sklearn.metrics.f1_score` on fully known labels.
+
+    Examples:
+
+    >>> y_true = [[1, 0, 1], [0, 1, 0]]
+    >>> y_pred = [[1, 1, 0], [0, 1, 0]]
+    >>> multilabel_f1(y_true, y_pred)  # 2 * 2 / (2 * 2 + 1 + 1)
+    0.6666666666666666
+    >>> multilabel_f1(y_true, y_pred, average="samples")  # (2/4 + 2/2) / 2
+    0.75
+    """
+    return _thresholded_score("f1", y_true, y_pred, average, threshold,
+                              sample_weight, zero_division)
+
+
+def multilabel_jaccard(y_true, y_pred, average: str = "samples", threshold=0.5,
+                       sample_weight=None, zero_division: float = 0.0) -> float:
+    """Jaccard index `tp / (tp + fp + fn)` (intersection over union of the true
+    and predicted label sets); arguments as `multilabel_precision`, except that
+    `average` defaults to `"samples"`.
+
+    Equal to `sklearn.metrics.jaccard_score` on fully known labels.
+    """
+    return _thresholded_score("jaccard", y_true, y_pred, average, threshold,
+                              sample_weight, zero_division)
+
+
+def hamming_loss(y_true, y_pred, threshold=0.5, sample_weight=None) -> float:
+    """Fraction of known label elements predicted wrong.
+
+    Equal to `sklearn.metrics.hamming_loss(y_true, y_pred >= threshold)` on
+    fully known labels.
+
+    Args:
+        y_true: array `(num_examples, num_labels)` of 1, 0 and -1 (unknown).
+        y_pred: array of the same shape: probabilities or 0/1 predictions.
+        threshold: float in (0, 1), or one per label. Defaults to `0.5`.
+        sample_weight: optional array `(num_examples,)`. Defaults to `None`.
+
+    Examples:
+
+    >>> hamming_loss([[1, 0, -1], [0, 1, 1]], [[0.7, 0.6, 0.9], [0.2, 0.9, 0.1]])
+    0.4
+    """
+    y_true, y_pred, w = check_multilabel_inputs(y_true, y_pred, sample_weight,
+                                                metric="hamming_loss")
+    pred = y_pred >= np.asarray(check_threshold(threshold, y_true.shape[1]))
+    known = y_true >= 0
+    wrong = known & (pred != (y_true == 1))
+    # sum_i w_i * wrong_i / sum_i w_i * known_i: sklearn's weighted mean over
+    # examples of the fraction wrong, when every row is fully known.
+    total = float(np.sum(w * known.sum(1)))
+    return float(np.sum(w * wrong.sum(1)) / total) if total > 0 else 0.0
+
+
+def subset_accuracy(y_true, y_pred, threshold=0.5, sample_weight=None) -> float:
+    """Fraction of examples whose known labels are all predicted right (exact
+    match).
+
+    Equal to `sklearn.metrics.accuracy_score(y_true, y_pred >= threshold)` on
+    fully known labels. Arguments as `hamming_loss`.
+    """
+    y_true, y_pred, w = check_multilabel_inputs(y_true, y_pred, sample_weight,
+                                                metric="subset_accuracy")
+    pred = y_pred >= np.asarray(check_threshold(threshold, y_true.shape[1]))
+    known = y_true >= 0
+    exact = ~(known & (pred != (y_true == 1))).any(1)
+    rows = known.any(1)
+    return weighted_mean(exact[rows], w[rows])
+
+
+# -- Keras metrics ------------------------------------------------------------------
+
+
+def keras_multilabel_inputs(metric: keras.metrics.Metric, y_true, y_pred,
+                            sample_weight=None):
+    """Checks static shapes and returns `(y_pred, known, pos, neg, weights)` as
+    tensors of `metric.dtype`: the 0/1 masks of known, present and absent
+    labels `(batch, num_labels)` and one weight per example `(batch,)`."""
+    where = f"{type(metric).__name__} '{metric.name}'"
+    if isinstance(y_true, (np.ndarray, list, tuple)):
+        # Concrete values can be checked here; in a graph they cannot raise.
+        check_multilabel_inputs(y_true, np.zeros(np.shape(y_true)), metric=where)
+    y_true = ops.convert_to_tensor(y_true)
+    y_pred = ops.convert_to_tensor(y_pred)
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    if (
+        len(true_shape) != 2
+        or len(pred_shape) != 2
+        or any(a is not None and b is not None and a != b
+               for a, b in zip(true_shape, pred_shape))
+    ):
+        raise ValueError(
+            f"{where}: `y_true` has shape {true_shape} and `y_pred` has shape "
+            f"{pred_shape}. Expected both (batch, num_labels) with the same shape."
+        )
+    dtype = metric.dtype
+    y_true = ops.cast(y_true, dtype)
+    known = ops.cast(y_true >= 0, dtype)
+    pos = ops.cast(y_true > 0.5, dtype)
+    if sample_weight is None:
+        weights = ops.ones_like(y_true[:, 0])
+    else:
+        sample_weight = ops.convert_to_tensor(sample_weight)
+        shape = tuple(sample_weight.shape)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] not in (1, None)):
+            raise ValueError(
+                f"{where}: `sample_weight` has shape {shape}, expected (batch,): "
+                f"one weight per example of `y_true` with shape {true_shape}."
+            )
+        weights = ops.reshape(ops.cast(sample_weight, dtype), (-1,))
+    return ops.cast(y_pred, dtype), known, pos, known - pos, weights
+
+
+def _keras_ratio(num, den, zero_division):
+    return ops.where(den > 0, ops.divide_no_nan(num, den), zero_division)
+
+
+class ExampleAverage(keras.metrics.Metric):
+    """Base of the metrics that are `sum(w * num) / sum(w * den)` over every
+    example seen, where `per_example` gives each example's `num` and `den`.
+
+    Exact over any split into batches: it keeps two sums, like
+    `keras.metrics.Mean`. A row with no known label has `den = 0`.
+    """
+
+    # Marks the metrics that take raw labels with -1 for unknown (and one
+    # sample weight per example) and mask them themselves.
+    masks_unknown_labels = True
+
+    def __init__(self, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.total = self.add_variable((), "zeros", dtype=self.dtype, name="total")
+        self.count = self.add_variable((), "zeros", dtype=self.dtype, name="count")
+
+    def per_example(self, y_pred, known, pos, neg):
+        raise NotImplementedError
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred, known, pos, neg, weights = keras_multilabel_inputs(
+            self, y_true, y_pred, sample_weight
+        )
+        num, den = self.per_example(y_pred, known, pos, neg)
+        self.total.assign_add(ops.sum(weights * num))
+        self.count.assign_add(ops.sum(weights * den))
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+
+class _Thresholded(ExampleAverage):
+    """An `ExampleAverage` of thresholded predictions."""
+
+    def __init__(self, threshold=0.5, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = check_threshold(threshold)
+
+    def wrong(self, y_pred, known, pos):
+        """1 where a known label is predicted wrong."""
+        _check_num_thresholds(self, y_pred)
+        pred = ops.cast(y_pred >= ops.cast(self.threshold, self.dtype), self.dtype)
+        return known * ops.abs(pred - pos)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+def _check_num_thresholds(metric, y_pred):
+    if isinstance(metric.threshold, list):
+        check_threshold(metric.threshold, y_pred.shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class HammingLoss(_Thresholded):
+    """Streaming `hamming_loss`: fraction of known label elements predicted
+    wrong (a label is predicted when `y_pred >= threshold`).
+
+    Args:
+        threshold: float in (0, 1), or a list with one per label. Defaults to
+            `0.5`.
+        name: str. Defaults to `"hamming_loss"`.
+        dtype: dtype of the state and result. Defaults to `None` (floatx).
+
+    Examples:
+
+    >>> metric = HammingLoss()
+    >>> metric.update_state([[1, 0, -1]], [[0.7, 0.6, 0.9]])
+    >>> metric.update_state([[0, 1, 1]], [[0.2, 0.9, 0.1]])
+    >>> round(float(metric.result()), 4)  # 2 wrong of 5 known
+    0.4
+    """
+
+    def __init__(self, threshold=0.5, name="hamming_loss", dtype=None):
+        super().__init__(threshold=threshold, name=name, dtype=dtype)
+
+    def per_example(self, y_pred, known, pos, neg):
+        return ops.sum(self.wrong(y_pred, known, pos), 1), ops.sum(known, 1)
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class SubsetAccuracy(_Thresholded):
+    """Streaming `subset_accuracy`: fraction of examples (with a known label)
+    whose known labels are all predicted right.
+
+    Args:
+        threshold: float in (0, 1), or a list with one per label. Defaults to
+            `0.5`.
+        name: str. Defaults to `"subset_accuracy"`.
+        dtype: dtype of the state and result. Defaults to `None` (floatx).
+    """
+
+    def __init__(self, threshold=0.5, name="subset_accuracy", dtype=None):
+        super().__init__(threshold=threshold, name=name, dtype=dtype)
+
+    def per_example(self, y_pred, known, pos, neg):
+        has_known = ops.cast(ops.sum(known, 1) > 0, self.dtype)
+        exact = ops.cast(ops.sum(self.wrong(y_pred, known, pos), 1) == 0, self.dtype)
+        return has_known * exact, has_known
+
+
+class _ConfusionRatio(keras.metrics.Metric):
+    """Base of precision, recall, F1 and Jaccard: per-label weighted confusion
+    counts for micro and macro averages, per-example sums for `"samples"`."""
+
+    kind = ""
+    masks_unknown_labels = True
+
+    def __init__(self, average="micro", threshold=0.5, zero_division=0.0,
+                 num_labels=None, name=None, dtype=None):
+        _check_choice("average", average, AVERAGES)
+        _check_choice("zero_division", zero_division, (0, 1))
+        if num_labels is not None and (
+            not isinstance(num_labels, (int, np.integer)) or num_labels < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `num_labels`. Expected None or an int "
+                f">= 1. Received: num_labels={num_labels!r}"
+            )
+        super().__init__(name=name or f"{self.kind}_{average}", dtype=dtype)
+        self.average = average
+        self.threshold = check_threshold(threshold, num_labels)
+        self.zero_division = float(zero_division)
+        self.num_labels = None if num_labels is None else int(num_labels)
+        if average == "samples":
+            self.total = self.add_variable((), "zeros", dtype=self.dtype, name="total")
+            self.count = self.add_variable((), "zeros", dtype=self.dtype, name="count")
+        elif num_labels is not None or isinstance(self.threshold, list):
+            self._build(num_labels or len(self.threshold))
+
+    def _build(self, num_labels):
+        # Like keras.metrics.F1Score: per-label state is made on the first
+        # update when num_labels was not given.
+        def zeros(name):
+            return self.add_variable((num_labels,), "zeros", dtype=self.dtype, name=name)
+
+        self.true_positives = zeros("true_positives")
+        self.false_positives = zeros("false_positives")
+        self.false_negatives = zeros("false_negatives")
+        # Unweighted count of known elements: macro averages skip labels with none.
+        self.known_count = zeros("known_count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred, known, pos, neg, weights = keras_multilabel_inputs(
+            self, y_true, y_pred, sample_weight
+        )
+        _check_num_thresholds(self, y_pred)
+        pred = ops.cast(y_pred >= ops.cast(self.threshold, self.dtype), self.dtype)
+        tp, fp, fn = pos * pred, neg * pred, pos * (1.0 - pred)
+        if self.average == "samples":
+            num, den = _RATIOS[self.kind](ops.sum(tp, 1), ops.sum(fp, 1), ops.sum(fn, 1))
+            score = _keras_ratio(num, den, self.zero_division)
+            weights = weights * ops.cast(ops.sum(known, 1) > 0, self.dtype)
+            self.total.assign_add(ops.sum(weights * score))
+            self.count.assign_add(ops.sum(weights))
+            return
+        num_labels = y_pred.shape[-1]
+        if num_labels is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': the number of labels of "
+                f"`y_pred` (shape {tuple(y_pred.shape)}) is unknown; pass "
+                "`num_labels`."
+            )
+        if not hasattr(self, "true_positives"):
+            self._build(num_labels)
+        if self.true_positives.shape[0] != num_labels:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' counts "
+                f"{self.true_positives.shape[0]} labels but `y_pred` has shape "
+                f"{tuple(y_pred.shape)}; use one metric per label set."
+            )
+        weights = ops.expand_dims(weights, 1)
+        self.true_positives.assign_add(ops.sum(weights * tp, 0))
+        self.false_positives.assign_add(ops.sum(weights * fp, 0))
+        self.false_negatives.assign_add(ops.sum(weights * fn, 0))
+        self.known_count.assign_add(ops.sum(known, 0))
+
+    def result(self):
+        zero_division = ops.cast(self.zero_division, self.dtype)
+        if self.average == "samples":
+            return ops.divide_no_nan(self.total, self.count)
+        if not hasattr(self, "true_positives"):
+            return zero_division
+        counts = (self.true_positives, self.false_positives, self.false_negatives)
+        if self.average == "micro":
+            num, den = _RATIOS[self.kind](*(ops.sum(c) for c in counts))
+            return _keras_ratio(num, den, zero_division)
+        score = _keras_ratio(*_RATIOS[self.kind](*counts), zero_division)
+        labels = ops.cast(self.known_count > 0, self.dtype)
+        num_known = ops.sum(labels)
+        return ops.where(
+            num_known > 0, ops.divide_no_nan(ops.sum(labels * score), num_known),
+            zero_division,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "average": self.average,
+            "threshold": self.threshold,
+            "zero_division": self.zero_division,
+            "num_labels": self.num_labels,
+        }
+
+
+_CONFUSION_DOC = """Streaming `multilabel_{kind}`: {formula} of thresholded
+    multi-label predictions (a label is predicted when `y_pred >= threshold`).
+
+    Args:
+        average: str. `"micro"` (counts pooled over all labels), `"macro"`
+            (mean over labels with a known element) or `"samples"` (mean over
+            examples with a known label). Defaults to `"{default}"`.
+        threshold: float in (0, 1), or a list with one per label. Defaults to
+            `0.5`.
+        zero_division: 0 or 1. The value of a ratio with a zero denominator.
+            Defaults to `0.0`.
+        num_labels: int or None. Number of labels; when None (micro/macro) the
+            state is made on the first update. Defaults to `None`.
+        name: str. Defaults to `"{kind}_<average>"`.
+        dtype: dtype of the state and result. Defaults to `None` (floatx).
+"""
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiLabelPrecision(_ConfusionRatio):
+    kind = "precision"
+    __doc__ = _CONFUSION_DOC.format(kind=kind, formula="tp / (tp + fp)", default="micro")
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiLabelRecall(_ConfusionRatio):
+    kind = "recall"
+    __doc__ = _CONFUSION_DOC.format(kind=kind, formula="tp / (tp + fn)", default="micro")
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiLabelF1Score(_ConfusionRatio):
+    kind = "f1"
+    __doc__ = _CONFUSION_DOC.format(
+        kind=kind, formula="2tp / (2tp + fp + fn)", default="micro"
+    ) + """
+    Examples:
+
+    >>> metric = MultiLabelF1Score(average="macro")
+    >>> metric.update_state([[1, 0], [1, -1]], [[0.9, 0.2], [0.3, 0.8]])
+    >>> # label 0: tp=1, fn=1 -> 2/3; label 1: fp=0, fn=0 -> zero_division
+    >>> round(float(metric.result()), 4)
+    0.3333
+    """
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class MultiLabelJaccard(_ConfusionRatio):
+    kind = "jaccard"
+    __doc__ = _CONFUSION_DOC.format(
+        kind=kind, formula="tp / (tp + fp + fn)", default="samples"
+    )
+
+    def __init__(self, average="samples", threshold=0.5, zero_division=0.0,
+                 num_labels=None, name=None, dtype=None):
+        super().__init__(average=average, threshold=threshold,
+                         zero_division=zero_division, num_labels=num_labels,
+                         name=name, dtype=dtype)
+
+
+# -- everything at once ----------------------------------------------------------------
+
+
+def multilabel_report(y_true, y_score, threshold=0.5, sample_weight=None,
+                      zero_division: float = 0.0) -> dict[str, float]:
+    """Every multi-label metric of kerasmtl, by name.
+
+    Keys: `{precision,recall,f1,jaccard}_{micro,macro,samples}`,
+    `hamming_loss`, `subset_accuracy`, `label_ranking_average_precision`,
+    `label_ranking_loss`, `coverage_error`, `one_error` and
+    `average_precision_macro`; the same names as the metrics of
+    `multilabel_keras_metrics`.
+
+    Args:
+        y_true: array `(num_examples, num_labels)` of 1, 0 and -1 (unknown).
+        y_score: array of the same shape: probabilities. Thresholded metrics
+            use `y_score >= threshold`; ranking metrics use the scores.
+        threshold: float in (0, 1), or one per label. Defaults to `0.5`.
+        sample_weight: optional array `(num_examples,)`. Defaults to `None`.
+        zero_division: 0 or 1 (see `multilabel_precision`). Defaults to `0.0`.
+
+    Examples:
+
+    >>> report = multilabel_report([[1, 0], [0, 1]], [[0.8, 0.3], [0.6, 0.9]])
+    >>> report["f1_micro"], report["hamming_loss"], report["one_error"]
+    (0.8, 0.25, 0.0)
+    """
+    # Imported here: the ranking module builds on this module's input checks.
+    from kerasmtl.metrics import multilabel_ranking as ranking
+
+    # Validate once, with the report's name in the errors.
+    check_multilabel_inputs(y_true, y_score, sample_weight,
+                            metric="multilabel_report", pred_name="y_score")
+    report = {}
+    for kind, fn in (("precision", multilabel_precision), ("recall", multilabel_recall),
+                     ("f1", multilabel_f1), ("jaccard", multilabel_jaccard)):
+        for average in AVERAGES:
+            report[f"{kind}_{average}"] = fn(
+                y_true, y_score, average=average, threshold=threshold,
+                sample_weight=sample_weight, zero_division=zero_division,
+            )
+    report["hamming_loss"] = hamming_loss(y_true, y_score, threshold, sample_weight)
+    report["subset_accuracy"] = subset_accuracy(y_true, y_score, threshold, sample_weight)
+    for name, fn in ranking.RANKING_FUNCTIONS.items():
+        report[name] = fn(y_true, y_score, sample_weight=sample_weight)
+    return report
+
+
+def multilabel_keras_metrics(threshold=0.5, num_labels: int | None = None,
+                             zero_division: float = 0.0) -> list[keras.metrics.Metric]:
+    """Fresh Keras metrics for every entry of `multilabel_report`, named like
+    its keys (`average_precision_macro` is binned; see `MacroAveragePrecision`).
+
+    Args:
+        threshold: float in (0, 1), or a list with one per label. Defaults to
+            `0.5`.
+        num_labels: int or None. Number of labels (None: found on the first
+            update). Defaults to `None`.
+        zero_division: 0 or 1. Defaults to `0.0`.
+    """
+    from kerasmtl.metrics import multilabel_ranking as ranking
+
+    metrics = [
+        cls(average=average, threshold=threshold, zero_division=zero_division,
+            num_labels=num_labels)
+        for cls in (MultiLabelPrecision, MultiLabelRecall, MultiLabelF1Score,
+                    MultiLabelJaccard)
+        for average in AVERAGES
+    ]
+    metrics += [HammingLoss(threshold), SubsetAccuracy(threshold)]
+    metrics += [cls(num_labels=num_labels) if cls is ranking.MacroAveragePrecision
+                else cls() for cls in ranking.RANKING_METRICS]
+    return metrics
