@@ -2,6 +2,7 @@
 
     kerasmtl quickstart            train, compare with single-task models, export
     kerasmtl export MODEL BASE     export a saved .keras model as a SavedModel
+    kerasmtl serve BASE --name N   serve a SavedModel base path over TF Serving's REST API
     kerasmtl zoo list              list the zoo's models
     kerasmtl zoo card NAME         print a zoo model's card
 """
@@ -18,6 +19,7 @@ import keras
 from kerasmtl import weighting
 from kerasmtl.export import export_saved_model
 from kerasmtl.quickstart import run_quickstart
+from kerasmtl.serving.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, serve
 
 # --weighting choices of the quickstart.
 _WEIGHTINGS = {
@@ -75,6 +77,26 @@ def _parser() -> argparse.ArgumentParser:
                         help="version number (default: the next one)")
     export.set_defaults(handler=_export)
 
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve the newest version under a SavedModel base path with TF "
+        "Serving's REST API (picks up new versions as they appear)",
+    )
+    serve_parser.add_argument("base_path", help="base path holding BASE_PATH/<version>/")
+    serve_parser.add_argument("--name", required=True,
+                              help="model name in URLs: /v1/models/NAME")
+    serve_parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                              help="default: %(default)s")
+    serve_parser.add_argument("--host", default="127.0.0.1",
+                              help="interface to bind (default: %(default)s, this "
+                              "machine only; 0.0.0.0 for all, without authentication)")
+    serve_parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                              help="larger request bodies get 413 (default: %(default)s)")
+    serve_parser.add_argument("--poll-seconds", type=float, default=1.0,
+                              help="seconds between scans for new versions "
+                              "(default: %(default)s)")
+    serve_parser.set_defaults(handler=_serve)
+
     zoo_parser = commands.add_parser("zoo", help="the model zoo")
     zoo_commands = zoo_parser.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     zoo_list = zoo_commands.add_parser("list", help="list the registered models")
@@ -110,6 +132,18 @@ def _export(args) -> int:
         raise ValueError(f"No model file at '{args.model}'. Pass a .keras file.")
     model = keras.models.load_model(args.model)
     print(export_saved_model(model, args.base_path, version=args.version))
+    return 0
+
+
+def _serve(args) -> int:
+    serve(
+        args.base_path,
+        args.name,
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        poll_seconds=args.poll_seconds,
+    )
     return 0
 
 

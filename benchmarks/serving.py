@@ -1,0 +1,329 @@
+"""Throughput and latency of `kerasmtl serve` against calling the model in-process.
+
+One run exports a shared-bottom multi-task model, starts `kerasmtl serve` on
+it in a subprocess (as a user would run it), and measures, for batch sizes 1
+and 32 and for 1 and 8 concurrent clients:
+
+- over HTTP: requests per second, rows per second and the p50/p99 latency of
+  `POST /v1/models/bench:predict` in TF Serving's row format
+  (`{"instances": [...]}`), each client a thread with its own keep-alive
+  connection, sending a body encoded once beforehand (the client's JSON
+  encoding is not the server's cost) and reading the whole answer;
+- in-process: the same with the loaded SavedModel's `serving_default`
+  signature called directly from the same number of threads, numpy in and
+  numpy out (what a Python program that embeds the model pays);
+- the ratio of the two throughputs: what fraction of the direct call's
+  throughput the server keeps. The target is >= 0.7 at batch 32 with 8 clients.
+
+The server's own cost per request is nearly fixed (HTTP, JSON parsing of the
+request, JSON writing of the answer, in Python), so the ratio depends on how
+heavy the model is: `--trunk-units` sets it. The default model is the
+shared-bottom MLP of `sharing_cost.py` (128 features -> Dense 512, 512, 256,
+three tasks with 64-unit towers). Each configuration runs `--seconds` after a
+warm-up; the first answer of each is checked against the direct call (every
+output, exactly). Clients and server share the machine's CPUs, as they do
+when a server is benchmarked on one machine. Nothing here asserts a number.
+
+Usage:
+    python benchmarks/serving.py           # full run, about a minute
+    python benchmarks/serving.py --quick   # tiny model, seconds (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import kerasmtl as mtl  # noqa: E402
+
+TARGET_BATCH, TARGET_CLIENTS, TARGET_RATIO = 32, 8, 0.7
+MODEL_NAME = "bench"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Config:
+    batch_sizes: tuple[int, ...] = (1, 32)
+    clients: tuple[int, ...] = (1, 8)
+    features: int = 128
+    trunk_units: tuple[int, ...] = (512, 512, 256)
+    head_units: int = 64
+    seconds: float = 3.0
+    warmup_seconds: float = 0.5
+    seed: int = 0
+    quick: bool = False
+
+
+QUICK = dict(features=8, trunk_units=(16,), head_units=4, seconds=0.3,
+             warmup_seconds=0.1)
+
+
+def build_model(config: Config) -> mtl.MultiTaskModel:
+    hidden = [config.head_units] if config.head_units else []
+    tasks = [
+        mtl.tasks.Classification("species", num_classes=3, hidden_layers=hidden),
+        mtl.tasks.Regression("size", hidden_layers=hidden),
+        mtl.tasks.MultiLabel("tags", num_labels=5, hidden_layers=hidden),
+    ]
+    inputs = keras.Input((config.features,), name="features")
+    x = inputs
+    for i, units in enumerate(config.trunk_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"trunk_{i}")(x)
+    return mtl.sharing.hard_sharing(inputs, x, tasks, name="bench")
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies_ms: np.ndarray
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_clients(
+    make_call: Callable[[], Callable[[], None]], clients: int, warmup: float, seconds: float
+) -> Result:
+    """`clients` threads call their own `make_call()` in a loop; times them."""
+    # Both are set once every client is ready; until then all calls warm up.
+    start_at, stop_at = [float("inf")], [float("inf")]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            call = make_call()
+            barrier.wait()
+            while time.perf_counter() < start_at[0]:  # warm-up, not recorded
+                call()
+            while (now := time.perf_counter()) < stop_at[0]:
+                call()
+                latencies[i].append(time.perf_counter() - now)
+        except BaseException as error:  # report it, do not hang the barrier
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    now = time.perf_counter()
+    stop_at[0] = now + warmup + seconds
+    start_at[0] = now + warmup
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    flat = np.array([x for per in latencies for x in per]) * 1e3
+    return Result(len(flat), seconds, flat)
+
+
+def direct_call(signature, x: np.ndarray) -> Callable[[], Callable[[], None]]:
+    def make():
+        def call():
+            outputs = signature(features=tf.convert_to_tensor(x))
+            {k: v.numpy() for k, v in outputs.items()}
+
+        return call
+
+    return make
+
+
+def http_call(port: int, body: bytes) -> Callable[[], Callable[[], None]]:
+    path = f"/v1/models/{MODEL_NAME}:predict"
+    headers = {"Content-Type": "application/json"}
+
+    def make():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def call():
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {data[:300]!r}")
+
+        return call
+
+    return make
+
+
+def check_answer(port: int, body: bytes, expected: dict) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", f"/v1/models/{MODEL_NAME}:predict", body=body)
+    rows = json.loads(connection.getresponse().read())["predictions"]
+    connection.close()
+    for name, want in expected.items():
+        got = np.array([row[name] for row in rows], dtype=want.dtype)
+        if not np.array_equal(got, want):
+            raise AssertionError(f"served output '{name}' differs from the direct call")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base_path: str, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "kerasmtl.cli", "serve", base_path, "--name",
+               MODEL_NAME, "--port", str(port), "--poll-seconds", "60"]
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get(
+        "PYTHONPATH", "")}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"kerasmtl serve exited:\n{server.stderr.read()[-3000:]}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", f"/v1/models/{MODEL_NAME}")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("kerasmtl serve did not answer within 120 s")
+
+
+def environment_lines() -> list[str]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    devices = ", ".join(d.device_type for d in tf.config.list_physical_devices())
+    return [
+        f"python {platform.python_version()}, tensorflow {tf.__version__}, "
+        f"keras {keras.__version__} ({keras.backend.backend()}), numpy {np.__version__}",
+        f"CPUs: {os.cpu_count()} (usable {usable}), {platform.machine()}, "
+        f"devices: {devices}",
+    ]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(
+        description="Requests/s and latency of kerasmtl serve vs a direct call."
+    )
+    default = Config()
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny model and short runs, for a smoke test")
+    parser.add_argument("--batch-sizes", type=int, nargs="+")
+    parser.add_argument("--clients", type=int, nargs="+")
+    parser.add_argument("--features", type=int, help=f"default {default.features}")
+    parser.add_argument("--trunk-units", type=int, nargs="+",
+                        help=f"default {' '.join(map(str, default.trunk_units))}")
+    parser.add_argument("--head-units", type=int, help=f"default {default.head_units}")
+    parser.add_argument("--seconds", type=float,
+                        help=f"timed seconds per configuration; default {default.seconds}")
+    parser.add_argument("--seed", type=int, default=default.seed)
+    args = parser.parse_args(argv)
+    values = dict(QUICK) if args.quick else {}
+    for field in ("features", "head_units", "seconds"):
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    for field in ("batch_sizes", "clients", "trunk_units"):
+        if getattr(args, field) is not None:
+            values[field] = tuple(getattr(args, field))
+    config = Config(seed=args.seed, quick=args.quick, **values)
+    if min(config.batch_sizes) < 1 or min(config.clients) < 1 or config.seconds <= 0:
+        parser.error("--batch-sizes and --clients must be >= 1, --seconds > 0")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    keras.utils.set_random_seed(config.seed)
+    print("== kerasmtl serving: kerasmtl serve over HTTP vs a direct in-process call ==")
+    for line in environment_lines():
+        print(line)
+    print(
+        f"model: {config.features} features -> Dense{list(config.trunk_units)}, three "
+        f"tasks with {config.head_units or 'no'}-unit towers; row format requests; "
+        f"{config.seconds:g} s per configuration after {config.warmup_seconds:g} s "
+        "of warm-up" + ("  [--quick: tiny model, figures mean nothing]" if config.quick
+                        else "")
+    )
+
+    with tempfile.TemporaryDirectory() as base:
+        version_dir = mtl.export.export_saved_model(build_model(config), base)
+        signature = tf.saved_model.load(version_dir).signatures["serving_default"]
+        port = free_port()
+        server = start_server(base, port)
+        try:
+            rows = []
+            rng = np.random.default_rng(config.seed)
+            for batch in config.batch_sizes:
+                x = rng.normal(size=(batch, config.features)).astype("float32")
+                body = json.dumps({"instances": x.tolist()}).encode()
+                expected = {k: v.numpy() for k, v in signature(
+                    features=tf.constant(x)).items()}
+                check_answer(port, body, expected)
+                for clients in config.clients:
+                    direct = run_clients(direct_call(signature, x), clients,
+                                         config.warmup_seconds, config.seconds)
+                    served = run_clients(http_call(port, body), clients,
+                                         config.warmup_seconds, config.seconds)
+                    rows.append((batch, clients, len(body), direct, served))
+        finally:
+            server.terminate()
+            server.wait(30)
+
+    print(
+        f"{'batch':>5} {'clients':>7} {'body KB':>7} | {'direct req/s':>12} "
+        f"{'p50 ms':>7} {'p99 ms':>7} | {'served req/s':>12} {'rows/s':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+    )
+    ratios = {}
+    for batch, clients, size, direct, served in rows:
+        ratio = served.rps / direct.rps
+        ratios[(batch, clients)] = ratio
+        d50, d99 = np.percentile(direct.latencies_ms, [50, 99])
+        s50, s99 = np.percentile(served.latencies_ms, [50, 99])
+        print(
+            f"{batch:>5} {clients:>7} {size / 1024:>7.1f} | {direct.rps:>12.0f} "
+            f"{d50:>7.2f} {d99:>7.2f} | {served.rps:>12.0f} {served.rps * batch:>8.0f} "
+            f"{s50:>7.2f} {s99:>7.2f} | {ratio:>5.2f}"
+        )
+    print("ratio = served req/s / direct req/s at the same batch and number of "
+          "clients; a served answer per batch size was checked equal to the direct call")
+    key = (TARGET_BATCH, TARGET_CLIENTS)
+    if key in ratios:
+        verdict = "MET" if ratios[key] >= TARGET_RATIO else "NOT MET"
+        print(
+            f"verdict: batch {TARGET_BATCH}, {TARGET_CLIENTS} clients ratio "
+            f"{ratios[key]:.2f} vs target >= {TARGET_RATIO}: {verdict}"
+            + (" (--quick: not a measurement)" if config.quick else "")
+        )
+    else:
+        print(f"verdict: batch {TARGET_BATCH} with {TARGET_CLIENTS} clients not measured")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

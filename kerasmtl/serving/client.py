@@ -1,0 +1,162 @@
+"""`Client`: a small Python client of TF Serving's REST API.
+
+Talks to `kerasmtl serve` or to `tensorflow/serving` alike. It needs only the
+standard library (`urllib`) and numpy: inputs go out in the columnar format,
+outputs come back as numpy arrays with the dtypes the model's metadata gives.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+
+import numpy as np
+
+from kerasmtl.serving import codec
+from kerasmtl.serving.errors import ServingError
+
+
+class Client:
+    """Calls a served model over TF Serving's REST API.
+
+    Args:
+        url: str. The server's base URL, e.g. `"http://127.0.0.1:8501"`.
+        name: str. The model name.
+        version: int or None. A specific version to call. Defaults to `None`:
+            the newest version the server has loaded.
+        signature_name: str or None. The signature to call. Defaults to
+            `None`: `"serving_default"`.
+        timeout: float. Seconds to wait for each answer. Defaults to `30.0`.
+
+    Raises `ServingError` (a `ValueError`, with `status_code`) when the server
+    answers with an error, and `ConnectionError` when it cannot be reached.
+
+    Examples:
+
+    ```python
+    client = Client("http://127.0.0.1:8501", "quickstart")
+    client.status()["model_version_status"][0]["state"]    # 'AVAILABLE'
+    outputs = client.predict({"features": np.zeros((2, 8), "float32")})
+    outputs["species_prediction"]                            # array([1, 1], dtype=int32)
+    ```
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        version: int | None = None,
+        signature_name: str | None = None,
+        timeout: float = 30.0,
+    ):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"Invalid value for argument `url`. Expected an http:// or https:// "
+                f"URL such as 'http://127.0.0.1:8501'. Received: url={url!r}"
+            )
+        if not isinstance(name, str) or not name or "/" in name or ":" in name:
+            raise ValueError(
+                f"Invalid value for argument `name`. Expected a model name without "
+                f"'/' or ':'. Received: name={name!r}"
+            )
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 0
+        ):
+            raise ValueError(
+                f"Invalid value for argument `version`. Expected an int >= 0 or None. "
+                f"Received: version={version!r}"
+            )
+        self.url = url.rstrip("/")
+        self.name = name
+        self.version = version
+        self.signature_name = signature_name
+        self.timeout = float(timeout)
+        self._output_dtypes: dict[str, str] | None = None
+
+    @property
+    def model_url(self) -> str:
+        url = f"{self.url}/v1/models/{urllib.parse.quote(self.name, safe='')}"
+        return url if self.version is None else f"{url}/versions/{self.version}"
+
+    def status(self) -> dict:
+        """The model's status: `{"model_version_status": [...]}`."""
+        return self._request(self.model_url)
+
+    def metadata(self) -> dict:
+        """The model's metadata: `{"model_spec": ..., "metadata": ...}`."""
+        return self._request(f"{self.model_url}/metadata")
+
+    def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """Runs the signature on a batch; returns its outputs by name.
+
+        Args:
+            inputs: dict mapping each input name to an array (every input
+                with the same batch size), or one array for a model with a
+                single input. String inputs take str or bytes elements.
+
+        Returns:
+            dict mapping each output name to a numpy array of the output's
+            dtype; string outputs hold `bytes`, as TensorFlow returns them.
+        """
+        if isinstance(inputs, Mapping):
+            encoded = {str(k): codec.to_json_value(np.asarray(v)) for k, v in inputs.items()}
+        else:
+            encoded = codec.to_json_value(np.asarray(inputs))
+        request = {"inputs": encoded}
+        if self.signature_name:
+            request["signature_name"] = self.signature_name
+        answer = self._request(f"{self.model_url}:predict", request)
+        if "outputs" not in answer:
+            raise ServingError(f"Unexpected answer without 'outputs': {str(answer)[:200]}")
+        outputs = answer["outputs"]
+        dtypes = self._dtypes()
+        if not isinstance(outputs, dict) or codec.is_base64_object(outputs):
+            # A single output comes bare, without its name.
+            if len(dtypes) != 1:
+                dtypes = self._dtypes(refresh=True)  # a new version may have come
+            outputs = {next(iter(dtypes)): outputs}
+        elif not set(outputs) <= set(dtypes):
+            dtypes = self._dtypes(refresh=True)
+        return {
+            name: codec.from_json_value(value, dtypes.get(name, ""))
+            for name, value in outputs.items()
+        }
+
+    def _dtypes(self, refresh: bool = False) -> dict[str, str]:
+        if self._output_dtypes is None or refresh:
+            signature = self.signature_name or codec.DEFAULT_SIGNATURE
+            defs = self.metadata()["metadata"]["signature_def"]["signature_def"]
+            if signature not in defs:
+                raise ServingError(
+                    f'Serving signature name: "{signature}" not found in the model\'s '
+                    f"metadata; it has {sorted(defs)}."
+                )
+            outputs = defs[signature].get("outputs", {})
+            self._output_dtypes = {k: v.get("dtype", "") for k, v in outputs.items()}
+        return self._output_dtypes
+
+    def _request(self, url: str, payload: dict | None = None) -> dict:
+        data = None if payload is None else codec.dumps(payload)
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            body = error.read()
+            try:
+                message = json.loads(body)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = body.decode("utf-8", "replace")[:500] or error.reason
+            raise ServingError(
+                f"{error.code} from {url}: {message}", status_code=error.code
+            ) from None
+        except urllib.error.URLError as error:
+            raise ConnectionError(f"Cannot reach {url}: {error.reason}") from None
