@@ -2,6 +2,8 @@
 
     kerasmtl quickstart            train, compare with single-task models, export
     kerasmtl export MODEL BASE     export a saved .keras model as a SavedModel
+    kerasmtl train NAME --data D   train a zoo model on data D, evaluate on dev, export
+    kerasmtl evaluate NAME --data D  per-task dev report and Δm vs single-task models
     kerasmtl serve BASE --name N   serve a SavedModel base path over TF Serving's REST API
     kerasmtl zoo list              list the zoo's models
     kerasmtl zoo card NAME         print a zoo model's card
@@ -77,6 +79,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="version number (default: the next one)")
     export.set_defaults(handler=_export)
 
+    train = commands.add_parser(
+        "train", help="train a zoo model on a data set, evaluate it on dev, save "
+        "and export it")
+    _add_recipe_arguments(train)
+    train.add_argument("--save", default=None,
+                       help="write the trained model here (.keras; default: "
+                       "exported/<model>.keras)")
+    train.add_argument("--export-dir", default=None,
+                       help="SavedModel base path (default: exported/<model>)")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="train a zoo model and its single-task baselines with the "
+        "same trunk, data and budget; print the per-task dev report and Δm")
+    _add_recipe_arguments(evaluate)
+    evaluate.add_argument("--json", default=None,
+                          help="also write the numbers to this JSON file")
+    evaluate.set_defaults(handler=_evaluate)
+
     serve_parser = commands.add_parser(
         "serve",
         help="serve the newest version under a SavedModel base path with TF "
@@ -105,6 +126,47 @@ def _parser() -> argparse.ArgumentParser:
     zoo_card.add_argument("name")
     zoo_card.set_defaults(handler=_zoo_card)
     return parser
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="zoo model name (see `kerasmtl zoo list`)")
+    parser.add_argument("--data", required=True,
+                        help="data the model's recipe understands: 'synthetic', a "
+                        "folder (e.g. ../shared/data/ud_ewt_uner) or tfds:NAME")
+    parser.add_argument("--epochs", type=int, default=5, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    parser.add_argument("--weighting", default=None, choices=sorted(_WEIGHTINGS),
+                        help="loss weighting (default: the model's own, equal)")
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+
+
+def _recipe_options(args) -> dict:
+    chosen = _WEIGHTINGS[args.weighting] if args.weighting else None
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "weighting": chosen}
+
+
+def _train(args) -> int:
+    from zoo.training import train_zoo_model
+
+    train_zoo_model(
+        args.model, args.data, **_recipe_options(args),
+        save_path=args.save or os.path.join("exported", f"{args.model}.keras"),
+        export_dir=args.export_dir or os.path.join("exported", args.model),
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from zoo.training import compare_zoo_model
+
+    comparison = compare_zoo_model(args.model, args.data, **_recipe_options(args))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(comparison.to_dict(), f, indent=2)
+    return 0
 
 
 def _quickstart(args) -> int:

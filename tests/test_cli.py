@@ -1,5 +1,6 @@
 """The command line and the quickstart (the README's main job)."""
 
+import json
 import os
 import re
 
@@ -74,3 +75,21 @@ def test_zoo_commands(capsys):
     assert cli.main(["zoo", "card", "tabular_mtl_mlp"]) == 0
     assert "Δm" in capsys.readouterr().out
     assert cli.main(["zoo", "card", "nope"]) == 2
+
+
+def test_train_and_evaluate_commands(tmp_path, capsys):
+    save, export_dir = tmp_path / "m.keras", tmp_path / "export"
+    code = cli.main(["train", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "1",
+                     "--save", str(save), "--export-dir", str(export_dir)])
+    assert code == 0 and save.exists() and (export_dir / "1").is_dir()
+    assert "dev set:" in capsys.readouterr().out
+    report = tmp_path / "report.json"
+    code = cli.main(["evaluate", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "1",
+                     "--weighting", "uncertainty", "--json", str(report)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Δm = " in out and "multi-task model on dev:" in out
+    assert {r["task"] for r in json.loads(report.read_text())["rows"]} == {
+        "species", "size", "tags"}
+    assert cli.main(["train", "tabular_mtl_mlp", "--data", "x.csv"]) == 2
+    assert "--data synthetic only" in capsys.readouterr().err
