@@ -461,7 +461,7 @@ def _all_reduce_sum(value):
 
 def _assert_no_nan_class_labels(task, labels):
     # NaN means "missing" only for float labels; a NaN class id is a data bug.
-    if task.label_dtype.startswith("int") and labels.dtype.is_floating:
+    if task.label_dtype.startswith("int") and tf.as_dtype(labels.dtype).is_floating:
         check = tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(tf.math.is_nan(labels))),
             [f"Labels for task '{task.name}' ({task.kind}) contain NaN; "

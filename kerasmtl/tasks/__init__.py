@@ -6,6 +6,7 @@ from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.classification import Classification
 from kerasmtl.tasks.multilabel import MultiLabel
 from kerasmtl.tasks.regression import Regression
+from kerasmtl.tasks.tagging import Tagging
 
 
 def serialize(task: Task) -> dict:
@@ -21,4 +22,12 @@ def deserialize(config) -> Task:
     return task
 
 
-__all__ = ["Task", "Classification", "Regression", "MultiLabel", "serialize", "deserialize"]
+__all__ = [
+    "Task",
+    "Classification",
+    "Regression",
+    "MultiLabel",
+    "Tagging",
+    "serialize",
+    "deserialize",
+]
