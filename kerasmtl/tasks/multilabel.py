@@ -1,33 +1,95 @@
-"""`MultiLabel`: any subset of `num_labels` labels per example (sigmoid head)."""
+"""`MultiLabel`: any subset of `num_labels` labels per example (sigmoid head).
+
+The head ends in `MultiLabelOutput` (named after the task), which outputs
+probabilities and stores the decision thresholds as a non-trainable weight:
+calibration writes them (`kerasmtl.calibration.calibrate_thresholds`), `.keras`
+files and exported SavedModels carry them, and a task bound to a model
+(`Task.bind`) reads them for its serving predictions and metrics.
+"""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from kerasmtl.tasks.base import Task
+from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
+from kerasmtl.losses.multilabel import (
+    AsymmetricLoss,
+    MultiLabelLoss,
+    SigmoidFocalLoss,
+    sigmoid_crossentropy,
+)
+from kerasmtl.tasks.base import Task, _apply_sample_weight
+
+_BUILT_IN_LOSSES = ("auto", "bce", "focal", "asl")
+_DECISIONS = ("threshold", "top_k")
+_HEADS = ("independent", "label_attention")
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class MultiLabel(Task):
-    """Multi-label classification: one independent sigmoid per label.
+    """Multi-label classification: one probability per label.
 
     Labels are `(batch, num_labels)` with 1 (present), 0 (absent) and -1
     (unknown); a row may be partly known, and unknown elements are masked one by
-    one. The output is per-label probabilities; serving adds
-    `<name>_prediction`, the 0/1 vector thresholded at `threshold`.
+    one. The output is per-label probabilities. Serving adds
+    `<name>_prediction`, the int32 0/1 decisions `(batch, num_labels)`, and,
+    when `labels` are named, `<name>_labels`: strings `(batch, num_labels)`
+    holding the label's name where predicted and `""` elsewhere.
+
+    Decisions use the thresholds stored in the head's output layer once the
+    task is bound to a model (so calibrated thresholds apply, see
+    `kerasmtl.calibration`), else the `threshold` argument. With
+    `decision="top_k"` the `top_k` most probable labels are predicted,
+    whatever their probability. The default metrics `binary_accuracy` and `f1`
+    (micro) score these decisions; `auc` scores the probabilities.
+
+    Losses take the head's probabilities (outputs stay probabilities: serving
+    relies on it), clipped to `[1e-7, 1 - 1e-7]` as Keras' own cross-entropy;
+    see `kerasmtl.losses.multilabel`.
 
     Args:
         name: str. The task's name.
-        num_labels: int. Number of labels, at least 1.
-        threshold: float in (0, 1). Decision threshold. Defaults to `0.5`.
-        **kwargs: `hidden_layers`, `loss`, `loss_weight` (see `Task`).
+        num_labels: int >= 1, or None when `labels` are given. Defaults to `None`.
+        threshold: float in (0, 1), or a list of one per label. Initial
+            decision threshold(s). Defaults to `0.5`.
+        labels: sequence of unique non-empty str, or None. Label names, in
+            output order; set `num_labels`. Defaults to `None`.
+        loss: `"auto"` (= `"bce"`), `"bce"`, `"focal"` (`SigmoidFocalLoss()`),
+            `"asl"` (`AsymmetricLoss()`), a `kerasmtl.losses.multilabel`
+            loss object (its own settings), or any Keras loss (applied per
+            element). Defaults to `"auto"`.
+        label_smoothing: float in [0, 1). Targets become `y (1 - s) + s / 2`
+            (built-in losses only). Defaults to `0.0`.
+        pos_weight: float > 0, list of one per label, or None. Multiplies the
+            positive term of the built-in losses, as PyTorch's
+            `BCEWithLogitsLoss(pos_weight=...)`. Defaults to `None`.
+        decision: `"threshold"` or `"top_k"`. Defaults to `"threshold"`.
+        top_k: int in [1, num_labels] with `decision="top_k"`, else None.
+            Defaults to `None`.
+        head: `"independent"` (a Dense logit per label) or `"label_attention"`
+            (`kerasmtl.layers.multilabel_heads.LabelAttentionHead`, labels
+            attend over the features and over each other). Defaults to
+            `"independent"`.
+        head_config: dict or None. Arguments of `LabelAttentionHead`
+            (`embed_dim`, `num_heads`, ...). Defaults to `None`.
+        **kwargs: `hidden_layers`, `loss_weight` (see `Task`).
 
     Examples:
 
-    >>> MultiLabel("tags", num_labels=5).output_shape
-    (5,)
+    >>> task = MultiLabel("tags", labels=["cat", "dog", "car"], threshold=0.4)
+    >>> task.num_labels
+    3
+    >>> out = task.postprocess(np.array([[0.2, 0.4, 0.9]], "float32"))
+    >>> out["tags_prediction"].numpy().tolist()
+    [[0, 1, 1]]
+    >>> out["tags_labels"].numpy().tolist()
+    [[b'', b'dog', b'car']]
     """
 
     kind = "multi_label"
@@ -36,20 +98,95 @@ class MultiLabel(Task):
     primary_metric = "f1"
     higher_is_better = True
 
-    def __init__(self, name: str, num_labels: int, threshold: float = 0.5, **kwargs):
-        super().__init__(name, **kwargs)
-        if not isinstance(num_labels, (int, np.integer)) or num_labels < 1:
+    def __init__(
+        self,
+        name: str,
+        num_labels: int | None = None,
+        threshold: float | Sequence[float] = 0.5,
+        *,
+        labels: Sequence[str] | None = None,
+        loss: Any = "auto",
+        label_smoothing: float = 0.0,
+        pos_weight: float | Sequence[float] | None = None,
+        decision: str = "threshold",
+        top_k: int | None = None,
+        head: str = "independent",
+        head_config: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(name, loss=loss, **kwargs)
+        self.labels = _check_labels(name, labels)
+        self.num_labels = _check_num_labels(name, num_labels, self.labels)
+        self.threshold = _check_per_label(name, "threshold", threshold, self.num_labels,
+                                          low=0.0, high=1.0, expected="in (0, 1)")
+        if pos_weight is not None:
+            pos_weight = _check_per_label(name, "pos_weight", pos_weight,
+                                          self.num_labels, low=0.0, high=None,
+                                          expected="> 0")
+        self.pos_weight = pos_weight
+        if isinstance(label_smoothing, bool) or not (
+            isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 1.0
+        ):
             raise ValueError(
-                f"Invalid value for argument `num_labels` of task '{name}'. "
-                f"Expected an int >= 1. Received: num_labels={num_labels!r}"
+                f"Invalid value for argument `label_smoothing` of task '{name}'. "
+                f"Expected a float in [0, 1). Received: label_smoothing={label_smoothing!r}"
             )
-        if not 0.0 < threshold < 1.0:
+        self.label_smoothing = float(label_smoothing)
+        if (self.label_smoothing or self.pos_weight is not None) and not (
+            isinstance(loss, str) and loss in _BUILT_IN_LOSSES
+        ):
             raise ValueError(
-                f"Invalid value for argument `threshold` of task '{name}'. "
-                f"Expected a float in (0, 1). Received: threshold={threshold}"
+                f"Task '{name}': `label_smoothing` and `pos_weight` apply to the "
+                f"built-in losses {list(_BUILT_IN_LOSSES)}; received loss={loss!r}. "
+                "Set them on the loss object instead (e.g. "
+                "SigmoidFocalLoss(gamma=1.0, pos_weight=[...]))."
             )
-        self.num_labels = int(num_labels)
-        self.threshold = float(threshold)
+        if decision not in _DECISIONS:
+            raise ValueError(
+                f"Invalid value for argument `decision` of task '{name}'. Expected "
+                f"one of {list(_DECISIONS)}. Received: decision={decision!r}"
+            )
+        if decision == "top_k":
+            if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not (
+                1 <= top_k <= self.num_labels
+            ):
+                raise ValueError(
+                    f"Invalid value for argument `top_k` of task '{name}'. Expected "
+                    f"an int in [1, {self.num_labels}] (num_labels) with "
+                    f"decision='top_k'. Received: top_k={top_k!r}"
+                )
+            top_k = int(top_k)
+        elif top_k is not None:
+            raise ValueError(
+                f"Task '{name}' got top_k={top_k!r} with decision={decision!r}. "
+                "Pass decision='top_k' to predict the top-k labels."
+            )
+        self.decision = decision
+        self.top_k = top_k
+        if head not in _HEADS:
+            raise ValueError(
+                f"Invalid value for argument `head` of task '{name}'. Expected one "
+                f"of {list(_HEADS)}. Received: head={head!r}"
+            )
+        if head_config is not None and (head != "label_attention"
+                                        or not isinstance(head_config, dict)):
+            raise ValueError(
+                f"Task '{name}': `head_config` is a dict of LabelAttentionHead "
+                f"arguments, for head='label_attention'. Received: head={head!r}, "
+                f"head_config={head_config!r}"
+            )
+        self.head = head
+        self.head_config = None if head_config is None else dict(head_config)
+        if head == "label_attention":
+            try:  # fail now, naming the task, not when the model is built
+                self._make_logits_layer()
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"Invalid `head_config` of task '{name}': {error}"
+                ) from error
+        self._output_layer = None  # set on the copy returned by bind()
+
+    # -- head -----------------------------------------------------------------
 
     @property
     def output_shape(self):
@@ -60,9 +197,60 @@ class MultiLabel(Task):
         return (self.num_labels,)
 
     def make_output_layer(self):
-        return keras.layers.Dense(
-            self.num_labels, activation="sigmoid", name=self.name, dtype="float32"
+        return MultiLabelOutput(thresholds=self.threshold, name=self.name, dtype="float32")
+
+    def _make_logits_layer(self):
+        if self.head == "label_attention":
+            return LabelAttentionHead(
+                self.num_labels, name=f"{self.name}_label_attention",
+                **(self.head_config or {}),
+            )
+        return keras.layers.Dense(self.num_labels, name=f"{self.name}_logits",
+                                  dtype="float32")
+
+    def build_head(self, features):
+        # As Task.build_head, with a logits layer before the output layer.
+        x = features
+        for i, spec in enumerate(self.hidden_layers):
+            config = dict(spec["config"], name=f"{self.name}_hidden_{i}")
+            x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
+        return self.make_output_layer()(self._make_logits_layer()(x))
+
+    def bind(self, model):
+        try:
+            layer = model.get_layer(self.name)
+        except ValueError:
+            layer = None
+        if not isinstance(layer, MultiLabelOutput):
+            return self  # a hand-built head: decisions use `threshold`
+        bound = copy.copy(self)
+        bound._output_layer = layer
+        return bound
+
+    @property
+    def output_layer(self) -> MultiLabelOutput | None:
+        """The bound model's `MultiLabelOutput` layer, or None if unbound."""
+        return self._output_layer
+
+    def thresholds(self):
+        """Decision thresholds `(num_labels,)`: the bound layer's weight, or
+        the `threshold` argument for an unbound task."""
+        if self._output_layer is not None:
+            return ops.convert_to_tensor(self._output_layer.thresholds)
+        return ops.convert_to_tensor(
+            np.broadcast_to(np.asarray(self.threshold, "float32"), (self.num_labels,))
         )
+
+    def decide(self, y_pred):
+        """0/1 int32 decisions `(batch, num_labels)` from probabilities."""
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+        if self.decision == "top_k":
+            _, indices = ops.top_k(y_pred, self.top_k)
+            chosen = ops.sum(ops.one_hot(indices, self.num_labels), axis=-2)
+            return ops.cast(chosen > 0, "int32")
+        return ops.cast(y_pred >= self.thresholds(), "int32")
+
+    # -- labels and loss ------------------------------------------------------
 
     def label_help(self):
         return "Pass 1 (present), 0 (absent) or -1 (unknown) for every label."
@@ -89,24 +277,185 @@ class MultiLabel(Task):
         return ops.where(known, y, 0.0), ops.cast(known, "float32")
 
     def element_loss(self, y_true, y_pred):
-        y_pred = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
-        return -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
+        return sigmoid_crossentropy(
+            y_true, y_pred, label_smoothing=self.label_smoothing,
+            pos_weight=self.pos_weight,
+        )
+
+    def resolve_loss(self, loss="auto"):
+        if loss is None or (isinstance(loss, str) and loss == "auto"):
+            loss = self.loss
+        if isinstance(loss, MultiLabelLoss):
+            # Its own per-element values: the task masks them one by one.
+            return loss.elementwise
+        return super().resolve_loss(loss)
+
+    def named_loss(self, name):
+        settings = {"label_smoothing": self.label_smoothing, "pos_weight": self.pos_weight}
+        if name == "bce":
+            return self.element_loss
+        if name == "focal":
+            return SigmoidFocalLoss(**settings).elementwise
+        if name == "asl":
+            return AsymmetricLoss(**settings).elementwise
+        return None
+
+    # -- metrics --------------------------------------------------------------
 
     def default_metrics(self):
         return [
-            keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=self.threshold),
-            keras.metrics.F1Score(average="micro", threshold=self.threshold, name="f1"),
+            _on_decisions(keras.metrics.BinaryAccuracy(name="binary_accuracy")),
+            _on_decisions(keras.metrics.F1Score(average="micro", threshold=0.5, name="f1")),
             keras.metrics.AUC(name="auc"),
         ]
 
+    def metric_from_identifier(self, identifier):
+        if identifier in ("binary_accuracy", "accuracy", "acc"):
+            return _on_decisions(keras.metrics.BinaryAccuracy(name="binary_accuracy"))
+        if identifier == "f1":
+            return _on_decisions(
+                keras.metrics.F1Score(average="micro", threshold=0.5, name="f1")
+            )
+        if isinstance(identifier, str):
+            # Every name of kerasmtl.metrics.multilabel_report, e.g. "f1_macro",
+            # "hamming_loss", "label_ranking_average_precision".
+            from kerasmtl.metrics.multilabel import multilabel_keras_metrics
+
+            known = {m.name: m for m in multilabel_keras_metrics(num_labels=self.num_labels)}
+            if identifier in known:
+                return known[identifier]
+        return super().metric_from_identifier(identifier)
+
+    def update_metrics(self, metrics, y, y_pred, sample_weight=None):
+        # Thresholded metrics see this task's decisions (stored thresholds or
+        # top-k), the others the probabilities. Keras' own metrics get one row
+        # per known label element; kerasmtl.metrics' multi-label metrics mask
+        # unknown (-1) labels themselves and get whole rows.
+        y_true, mask = self.standardize_labels(y)
+        decisions = ops.cast(self.decide(y_pred), "float32")
+        weights = ops.reshape(_apply_sample_weight(mask, sample_weight), (-1,))
+        flat_true = ops.reshape(y_true, (-1, 1))
+        raw_true = ops.reshape(ops.cast(y, "float32"), (-1, self.num_labels))
+        for metric in metrics:
+            thresholded = getattr(metric, "_on_decisions", False) or hasattr(metric, "threshold")
+            if getattr(metric, "masks_unknown_labels", False):
+                values = decisions if thresholded else y_pred
+                metric.update_state(raw_true, values, sample_weight=sample_weight)
+            else:
+                values = decisions if getattr(metric, "_on_decisions", False) else y_pred
+                metric.update_state(flat_true, ops.reshape(values, (-1, 1)),
+                                    sample_weight=weights)
+
+    # -- serving --------------------------------------------------------------
+
     def postprocess(self, y_pred):
-        return {
-            f"{self.name}_prediction": ops.cast(y_pred >= self.threshold, "int32")
-        }
+        predictions = self.decide(y_pred)
+        outputs = {f"{self.name}_prediction": predictions}
+        if self.labels is not None:
+            # Strings exist only in TensorFlow; serving graphs are TensorFlow.
+            import tensorflow as tf
+
+            names = tf.broadcast_to(tf.constant(self.labels), tf.shape(predictions))
+            outputs[f"{self.name}_labels"] = tf.where(
+                predictions > 0, names, tf.zeros_like(names)
+            )
+        return outputs
+
+    # -- config ---------------------------------------------------------------
 
     def get_config(self):
         return {
             **super().get_config(),
             "num_labels": self.num_labels,
             "threshold": self.threshold,
+            "labels": self.labels,
+            "label_smoothing": self.label_smoothing,
+            "pos_weight": self.pos_weight,
+            "decision": self.decision,
+            "top_k": self.top_k,
+            "head": self.head,
+            "head_config": self.head_config,
         }
+
+
+def _on_decisions(metric):
+    metric._on_decisions = True  # read by MultiLabel.update_metrics
+    return metric
+
+
+def _check_labels(name, labels):
+    if labels is None:
+        return None
+    if isinstance(labels, str) or not isinstance(labels, Sequence) and not isinstance(
+        labels, np.ndarray
+    ):
+        raise ValueError(
+            f"Invalid value for argument `labels` of task '{name}'. Expected a list "
+            f"of label names (str). Received: labels={labels!r}"
+        )
+    labels = list(labels)
+    bad = [x for x in labels if not isinstance(x, str) or not x]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1 and isinstance(x, str)})
+    if not labels or bad or duplicates:
+        raise ValueError(
+            f"Invalid value for argument `labels` of task '{name}'. Expected a "
+            "non-empty list of unique, non-empty str. "
+            + (f"Not a non-empty str: {bad[:5]}. " if bad else "")
+            + (f"Duplicates: {duplicates[:5]}. " if duplicates else "")
+            + f"Received {len(labels)} label(s)."
+        )
+    return [str(x) for x in labels]
+
+
+def _check_num_labels(name, num_labels, labels):
+    if num_labels is None:
+        if labels is None:
+            raise ValueError(
+                f"Task '{name}' needs `num_labels` or `labels` (the label names)."
+            )
+        return len(labels)
+    if isinstance(num_labels, bool) or not isinstance(num_labels, (int, np.integer)) or (
+        num_labels < 1
+    ):
+        raise ValueError(
+            f"Invalid value for argument `num_labels` of task '{name}'. "
+            f"Expected an int >= 1. Received: num_labels={num_labels!r}"
+        )
+    if labels is not None and len(labels) != num_labels:
+        raise ValueError(
+            f"Task '{name}' got num_labels={num_labels} but {len(labels)} label "
+            "names. Pass one name per label, or leave num_labels out."
+        )
+    return int(num_labels)
+
+
+def _check_per_label(name, arg, value, num_labels, low, high, expected):
+    """A float, or a list of `num_labels` floats, each in (low, high)."""
+    if isinstance(value, bool) or isinstance(value, str):
+        values = None
+    else:
+        try:
+            values = np.asarray(value, dtype="float64")
+        except (TypeError, ValueError):
+            values = None
+    if values is None or values.ndim > 1 or values.size == 0:
+        raise ValueError(
+            f"Invalid value for argument `{arg}` of task '{name}'. Expected a float "
+            f"{expected} or a list of {num_labels} of them (one per label). "
+            f"Received: {arg}={value!r}"
+        )
+    if values.ndim == 1 and values.shape[0] != num_labels:
+        raise ValueError(
+            f"Invalid value for argument `{arg}` of task '{name}': {values.shape[0]} "
+            f"values for {num_labels} labels. Give one float, or one per label. "
+            f"Received: {arg}={value!r}"
+        )
+    ok = (values > low) & np.isfinite(values)
+    if high is not None:
+        ok &= values < high
+    if not np.all(ok):
+        raise ValueError(
+            f"Invalid value for argument `{arg}` of task '{name}'. Expected a float "
+            f"{expected} (or one per label). Received: {arg}={value!r}"
+        )
+    return float(values) if values.ndim == 0 else [float(v) for v in values]
