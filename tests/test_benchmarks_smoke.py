@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,3 +39,12 @@ def test_sharing_cost_quick_prints_a_ratio_per_number_of_tasks():
         assert line, f"no ratio line for T={num_tasks} in:\n{out}"
         assert float(line.group(1)) > 0
     assert re.search(r"^verdict: T=3 ratio \d+\.\d+ vs target <= 0\.45", out, re.M), out
+
+
+@pytest.mark.large
+def test_tagging_quick_prints_the_comparison_table():
+    out = run_benchmark("tagging.py", "--quick")
+    for label in ("multi-task", "POS only", "NER only"):
+        assert re.search(rf"^{label}\s+\S+\s+\S+\s+\d+\s+\d+\s+[\d.]+$", out, re.M), out
+    assert re.search(r"^step time ratio .* = \d+\.\d+$", out, re.M), out
+    assert out.rstrip().splitlines()[-1].startswith("verdict: UPOS"), out

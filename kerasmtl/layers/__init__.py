@@ -1,1 +1,16 @@
-"""Custom layers used by task heads (CRF, label attention, thresholds)."""
+"""Custom layers used by task heads and zoo trunks (CRF, multi-label heads,
+text, positions)."""
+
+from kerasmtl.layers.crf import CRF
+from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
+from kerasmtl.layers.position_embedding import PositionEmbedding
+from kerasmtl.layers.text import CharacterEncoder, Lowercase
+
+__all__ = [
+    "CRF",
+    "CharacterEncoder",
+    "LabelAttentionHead",
+    "Lowercase",
+    "MultiLabelOutput",
+    "PositionEmbedding",
+]

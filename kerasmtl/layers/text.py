@@ -1,0 +1,136 @@
+"""Text layers for token-string inputs: lowercasing and a character CNN.
+
+Zoo tagging models take raw token strings (`[batch, time]`, padded with `""`)
+so that an exported SavedModel needs no vocabulary file on the client. These
+layers turn strings into features inside the model with `tf.strings` ops:
+string processing has no `keras.ops` equivalent, so, like export, they are
+TensorFlow-specific (see DESIGN.md); they hold no Python at call time and load
+in TF Serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class Lowercase(keras.layers.Layer):
+    """Lowercases strings (Unicode-aware), e.g. before a word lookup.
+
+    Examples:
+
+    >>> Lowercase()(tf.constant([["Ann", "ÉTÉ", ""]])).numpy().tolist()
+    [[b'ann', b'\\xc3\\xa9t\\xc3\\xa9', b'']]
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return tf.strings.lower(inputs, encoding="utf-8")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class CharacterEncoder(keras.layers.Layer):
+    """Character CNN over each token string: `[batch, time]` strings ->
+    `[batch, time, filters]` features.
+
+    Each token is split into Unicode characters (at most `max_chars`; longer
+    tokens keep their first `max_chars`), looked up in `vocabulary` (unknown
+    characters share one OOV index), embedded, convolved and max-pooled over
+    its characters (Ma and Hovy, ACL 2016). It gives unknown words a
+    representation from their spelling (capitals, suffixes, digits). Padding
+    tokens (`""`) get zeros.
+
+    Args:
+        vocabulary: list of single-character str (e.g. from
+            `kerasmtl.data.tagging.build_char_vocabulary`).
+        embedding_dim: int. Character embedding size. Defaults to `16`.
+        filters: int. Output features per token. Defaults to `32`.
+        kernel_size: int. Convolution width in characters. Defaults to `3`.
+        max_chars: int. Characters kept per token. Defaults to `20`.
+
+    Examples:
+
+    >>> encoder = CharacterEncoder(list("abc"), embedding_dim=2, filters=3)
+    >>> encoder(tf.constant([["ab", "", "cab"]])).shape
+    TensorShape([1, 3, 3])
+    """
+
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        embedding_dim: int = 16,
+        filters: int = 32,
+        kernel_size: int = 3,
+        max_chars: int = 20,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        vocabulary = list(vocabulary)
+        bad = [c for c in vocabulary if not isinstance(c, str) or len(c) != 1]
+        if bad or not vocabulary:
+            raise ValueError(
+                "Invalid value for argument `vocabulary` of CharacterEncoder. "
+                "Expected a non-empty list of single characters (see "
+                f"build_char_vocabulary). Received entries: {bad[:5] or vocabulary}"
+            )
+        for arg, value in (("embedding_dim", embedding_dim), ("filters", filters),
+                           ("kernel_size", kernel_size), ("max_chars", max_chars)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Invalid value for argument `{arg}` of CharacterEncoder. "
+                    f"Expected an int >= 1. Received: {arg}={value!r}"
+                )
+        self.vocabulary = vocabulary
+        self.embedding_dim = embedding_dim
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.max_chars = max_chars
+        self.lookup = keras.layers.StringLookup(
+            vocabulary=vocabulary, mask_token="", name="char_lookup"
+        )
+        self.embedding = keras.layers.Embedding(
+            len(vocabulary) + 2, embedding_dim, name="char_embedding"
+        )
+        self.conv = keras.layers.Conv1D(
+            filters, kernel_size, padding="same", activation="tanh", name="char_conv"
+        )
+
+    def build(self, input_shape):
+        self.embedding.build((None, self.max_chars))
+        self.conv.build((None, self.max_chars, self.embedding_dim))
+        self.built = True
+
+    def call(self, tokens):
+        chars = tf.strings.unicode_split(tokens, "UTF-8")
+        chars = chars.to_tensor(default_value="", shape=[None, None, self.max_chars])
+        ids = self.lookup(chars)  # [B, T, C]; 0 = padding
+        batch, time = tf.shape(ids)[0], tf.shape(ids)[1]
+        flat = tf.reshape(ids, [-1, self.max_chars])
+        features = self.conv(self.embedding(flat))  # [B*T, C, F]
+        is_char = tf.expand_dims(flat > 0, -1)
+        # Max over real characters only; a padding token has none -> zeros.
+        pooled = tf.reduce_max(tf.where(is_char, features, -2.0), axis=1)
+        pooled = tf.where(tf.reduce_any(is_char, axis=1), pooled, 0.0)
+        return tf.reshape(pooled, [batch, time, self.filters])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary": self.vocabulary,
+            "embedding_dim": self.embedding_dim,
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "max_chars": self.max_chars,
+        }

@@ -1,0 +1,247 @@
+"""Joint POS + NER taggers: one shared word representation, two tagging heads.
+
+Both models take raw token strings (`"tokens"`: `[batch, time]`, padded with
+`""`) and map them inside the model: a word lookup (lowercased) with an
+embedding, plus a character CNN that gives unknown words a representation from
+their spelling. The exported SavedModel therefore takes strings and returns
+tag strings (`pos_tags`, `ner_tags`), with no vocabulary file on the client.
+
+- `pos_ner_bilstm_crf`: BiLSTM trunk, softmax POS head, CRF NER head.
+- `pos_ner_transformer`: a small Transformer encoder trunk, same heads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import keras
+
+import kerasmtl as mtl
+from kerasmtl.data import tagging as tagging_data
+from kerasmtl.layers.text import CharacterEncoder, Lowercase
+from zoo.registry import register_model
+from zoo.training import TrainingData
+
+# Tiny defaults so that `create_model(name)` with no data builds a model: the
+# synthetic corpus' words, characters and tags.
+_SYNTHETIC_SEED = 0
+
+
+def _default_vocabularies():
+    corpus = mtl.data.synthetic_tagged_corpus(200, seed=_SYNTHETIC_SEED)
+    return (tagging_data.build_vocabulary(corpus, lowercase=True),
+            tagging_data.build_char_vocabulary(corpus),
+            mtl.data.synthetic_tag_vocabularies())
+
+
+def _tasks(pos_tags, ner_tags, ner_crf: bool) -> list[mtl.tasks.Task]:
+    return [
+        mtl.tasks.Tagging("pos", tags=list(pos_tags)),
+        mtl.tasks.Tagging("ner", tags=list(ner_tags), scheme="IOB2", crf=ner_crf),
+    ]
+
+
+def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
+                    char_filters, dropout):
+    """Word embedding (lowercased lookup) ++ character CNN; carries the
+    padding mask (index 0 = `""`)."""
+    words = tagging_data.string_lookup(vocabulary, name="word_lookup")(
+        Lowercase(name="lowercase")(tokens))
+    words = keras.layers.Embedding(len(vocabulary) + 2, word_dim, mask_zero=True,
+                                   name="word_embedding")(words)
+    chars = CharacterEncoder(char_vocabulary, embedding_dim=char_dim,
+                             filters=char_filters, name="char_cnn")(tokens)
+    x = keras.layers.Concatenate(name="token_features")([words, chars])
+    return keras.layers.Dropout(dropout, name="token_dropout")(x)
+
+
+def _resolve(vocabulary, char_vocabulary, pos_tags, ner_tags):
+    if vocabulary is None or char_vocabulary is None or pos_tags is None or ner_tags is None:
+        words, chars, tags = _default_vocabularies()
+        vocabulary = words if vocabulary is None else vocabulary
+        char_vocabulary = chars if char_vocabulary is None else char_vocabulary
+        pos_tags = tags["pos"] if pos_tags is None else pos_tags
+        ner_tags = tags["ner"] if ner_tags is None else ner_tags
+    return list(vocabulary), list(char_vocabulary), list(pos_tags), list(ner_tags)
+
+
+def _example_data():
+    corpus = mtl.data.synthetic_tagged_corpus(8, seed=1, missing_ner_rate=0.25)
+    return tagging_data.to_arrays(corpus, mtl.data.synthetic_tag_vocabularies())
+
+
+def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
+    """`--data synthetic`, a `ud_ewt_uner` folder, or `tfds:conll2003`."""
+    if spec == "synthetic":
+        train = mtl.data.synthetic_tagged_corpus(3000, seed=seed, missing_ner_rate=0.3)
+        dev = mtl.data.synthetic_tagged_corpus(500, seed=seed + 10_000)
+        source = "synthetic tagged corpus"
+    elif spec.startswith("tfds:"):
+        name = spec[len("tfds:"):]
+        if name != "conll2003":
+            raise ValueError(
+                f"Unknown tfds corpus '{name}' for the POS+NER models. Use "
+                "tfds:conll2003 (POS + NER on the same sentences), prepared "
+                "beforehand with `tfds build conll2003` (no downloads at run time)."
+            )
+        from kerasmtl.data import tfds_tagging
+
+        train, _ = tfds_tagging.load_conll2003("train")
+        dev, _ = tfds_tagging.load_conll2003("dev")
+        source = "tfds conll2003"
+    elif os.path.isdir(os.path.join(spec, "joined")):
+        train, dev = mtl.data.load_ud_ewt_uner(spec)
+        source = f"UD English-EWT UPOS + UNER ({spec})"
+    else:
+        raise ValueError(
+            f"--data '{spec}' is neither 'synthetic', 'tfds:conll2003' nor a "
+            "ud_ewt_uner folder (one holding joined/en_ewt-{train,dev}.pos_ner.tsv)."
+        )
+    tags = tagging_data.tag_vocabularies([train, dev], tasks=["pos", "ner"])
+    kwargs = {
+        # Singletons stay OOV so that the OOV embedding is trained too.
+        "vocabulary": tagging_data.build_vocabulary(train, min_count=2, lowercase=True),
+        "char_vocabulary": tagging_data.build_char_vocabulary(train, min_count=2),
+        "pos_tags": tags["pos"],
+        "ner_tags": tags["ner"],
+    }
+    boundaries = [8, 16, 24, 32, 48, 64]
+    train_ds = tagging_data.tagging_dataset(
+        train, tags, batch_size, shuffle=True, seed=seed, bucket_boundaries=boundaries)
+    dev_ds = tagging_data.tagging_dataset(dev, tags, 256, bucket_boundaries=boundaries)
+    summary = (f"{source}: {len(train)} train / {len(dev)} dev sentences; "
+               f"{len(kwargs['vocabulary'])} words, {len(tags['pos'])} POS tags, "
+               f"{len(tags['ner'])} NER tags")
+    return TrainingData(train_ds, dev_ds, _tasks(tags["pos"], tags["ner"], True),
+                        kwargs, summary)
+
+
+@register_model(example_data=_example_data, data=_training_data)
+def pos_ner_bilstm_crf(
+    vocabulary: Sequence[str] | None = None,
+    pos_tags: Sequence[str] | None = None,
+    ner_tags: Sequence[str] | None = None,
+    char_vocabulary: Sequence[str] | None = None,
+    tasks: Sequence[mtl.tasks.Task] | None = None,
+    word_dim: int = 64,
+    char_dim: int = 16,
+    char_filters: int = 32,
+    lstm_units: int = 64,
+    lstm_layers: int = 1,
+    dropout: float = 0.25,
+    ner_crf: bool = True,
+    weighting: mtl.weighting.LossWeighting | None = None,
+) -> mtl.MultiTaskModel:
+    """Joint POS + NER tagger: words + character CNN, BiLSTM trunk, CRF NER head.
+
+    Args:
+        vocabulary: list of str. Lowercased word vocabulary (e.g.
+            `build_vocabulary(train, min_count=2, lowercase=True)`); other
+            words share the OOV embedding. Defaults to the synthetic corpus'.
+        pos_tags: list of str. POS tag of each id. Defaults to the synthetic
+            corpus' tags.
+        ner_tags: list of str. IOB2 NER tags. Defaults to the synthetic
+            corpus' tags.
+        char_vocabulary: list of single-character str. Defaults to the
+            synthetic corpus' characters.
+        tasks: the tasks to build heads for. Defaults to `pos` (softmax) and
+            `ner` (IOB2, CRF when `ner_crf`).
+        word_dim, char_dim, char_filters: embedding sizes. Default to 64, 16, 32.
+        lstm_units: int. Units per direction. Defaults to `64`.
+        lstm_layers: int. Stacked BiLSTM layers. Defaults to `1`.
+        dropout: float. Dropout on token features and between layers.
+            Defaults to `0.25`.
+        ner_crf: bool. CRF (Viterbi) NER head, else per-token softmax.
+            Defaults to `True`.
+        weighting: loss weighting. Defaults to `Equal()`.
+
+    Examples:
+
+    >>> from zoo import create_model
+    >>> model = create_model("pos_ner_bilstm_crf", word_dim=8, char_filters=4, lstm_units=4)
+    >>> model.task_names, model.get_task("ner").crf
+    (['pos', 'ner'], True)
+    """
+    vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
+        vocabulary, char_vocabulary, pos_tags, ner_tags)
+    tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
+    tokens = keras.Input((None,), dtype="string", name="tokens")
+    x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
+                        char_filters, dropout)
+    for i in range(lstm_layers):
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(lstm_units, return_sequences=True), name=f"bilstm_{i}")(x)
+        x = keras.layers.Dropout(dropout, name=f"bilstm_dropout_{i}")(x)
+    return mtl.sharing.hard_sharing(tokens, x, tasks, weighting=weighting,
+                                    name="pos_ner_bilstm_crf")
+
+
+@register_model(example_data=_example_data, data=_training_data)
+def pos_ner_transformer(
+    vocabulary: Sequence[str] | None = None,
+    pos_tags: Sequence[str] | None = None,
+    ner_tags: Sequence[str] | None = None,
+    char_vocabulary: Sequence[str] | None = None,
+    tasks: Sequence[mtl.tasks.Task] | None = None,
+    word_dim: int = 64,
+    char_dim: int = 16,
+    char_filters: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    ff_dim: int = 128,
+    max_length: int = 256,
+    dropout: float = 0.1,
+    ner_crf: bool = True,
+    weighting: mtl.weighting.LossWeighting | None = None,
+) -> mtl.MultiTaskModel:
+    """Joint POS + NER tagger with a small Transformer encoder trunk.
+
+    Token features as in `pos_ner_bilstm_crf`, projected to `word_dim +
+    char_filters` and added to learned position embeddings, then `num_layers`
+    post-norm encoder blocks (self-attention that ignores padding, feed-forward).
+
+    Args:
+        vocabulary, pos_tags, ner_tags, char_vocabulary, tasks, word_dim,
+            char_dim, char_filters, ner_crf, weighting: as for
+            `pos_ner_bilstm_crf`.
+        num_layers: int. Encoder blocks. Defaults to `2`.
+        num_heads: int. Attention heads. Defaults to `4`.
+        ff_dim: int. Feed-forward width. Defaults to `128`.
+        max_length: int. Longest sentence the position embedding covers; a
+            longer input fails at call time (split long sentences with
+            `tagging_dataset(..., on_long="split")`). Defaults to `256`.
+        dropout: float. Defaults to `0.1`.
+
+    Examples:
+
+    >>> from zoo import create_model
+    >>> create_model("pos_ner_transformer", word_dim=8, char_filters=8,
+    ...              num_heads=2, ff_dim=8).task_names
+    ['pos', 'ner']
+    """
+    vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
+        vocabulary, char_vocabulary, pos_tags, ner_tags)
+    tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
+    width = word_dim + char_filters
+    if width % num_heads:
+        raise ValueError(
+            f"word_dim + char_filters ({width}) must be divisible by num_heads "
+            f"({num_heads}) for the Transformer trunk."
+        )
+    tokens = keras.Input((None,), dtype="string", name="tokens")
+    x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
+                        char_filters, dropout)
+    x = mtl.layers.PositionEmbedding(max_length, name="position_embedding")(x)
+    for i in range(num_layers):
+        attention = keras.layers.MultiHeadAttention(
+            num_heads, width // num_heads, dropout=dropout, name=f"encoder_{i}_attention")
+        x = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_1")(
+            keras.layers.Add()([x, attention(x, x)]))
+        hidden = keras.layers.Dense(ff_dim, activation="gelu", name=f"encoder_{i}_ff_1")(x)
+        hidden = keras.layers.Dense(width, name=f"encoder_{i}_ff_2")(hidden)
+        hidden = keras.layers.Dropout(dropout)(hidden)
+        x = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_2")(
+            keras.layers.Add()([x, hidden]))
+    return mtl.sharing.hard_sharing(tokens, x, tasks, weighting=weighting,
+                                    name="pos_ner_transformer")
