@@ -13,11 +13,16 @@ and 32 and for 1 and 8 concurrent clients:
   signature called directly from the same number of threads, numpy in and
   numpy out (what a Python program that embeds the model pays);
 - the ratio of the two throughputs: what fraction of the direct call's
-  throughput the server keeps. The target is >= 0.7 at batch 32 with 8 clients.
+  throughput the server keeps. The target is >= 0.7 at batch 32 with 8 clients;
+- the CPU time per request over the timed seconds (Linux only): of this
+  process for the direct call, of the server and this process (the clients)
+  for the served one. When the clients keep every core busy, the ratio is
+  about the ratio of these two, and they vary less than requests/s on a
+  machine shared with other work.
 
-The server's own cost per request is nearly fixed (HTTP, JSON parsing of the
-request, JSON writing of the answer, in Python), so the ratio depends on how
-heavy the model is: `--trunk-units` sets it. The default model is the
+The server's own cost per request is nearly fixed (HTTP in Python, the JSON
+request parsed and the answer written by orjson, the values checked in numpy),
+so the ratio depends on how heavy the model is: `--trunk-units` sets it. The default model is the
 shared-bottom MLP of `sharing_cost.py` (128 features -> Dense 512, 512, 256,
 three tasks with 64-unit towers). Each configuration runs `--seconds` after a
 warm-up; the first answer of each is checked against the direct call (every
@@ -95,16 +100,42 @@ class Result:
     requests: int
     seconds: float
     latencies_ms: np.ndarray
+    cpu_seconds: float | None = None  # of the processes measured, while timed
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
 
+    def cpu_text(self) -> str:
+        if self.cpu_seconds is None or not self.requests:
+            return "-"
+        return f"{self.cpu_seconds / self.requests * 1e3:.2f}"
+
+
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User + system CPU seconds of processes `pids` so far; None off Linux."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
 
 def run_clients(
-    make_call: Callable[[], Callable[[], None]], clients: int, warmup: float, seconds: float
+    make_call: Callable[[], Callable[[], None]],
+    clients: int,
+    warmup: float,
+    seconds: float,
+    pids: Sequence[int] = (),
 ) -> Result:
-    """`clients` threads call their own `make_call()` in a loop; times them."""
+    """`clients` threads call their own `make_call()` in a loop; times them.
+
+    The CPU time of processes `pids` is measured over the timed seconds.
+    """
     # Both are set once every client is ready; until then all calls warm up.
     start_at, stop_at = [float("inf")], [float("inf")]
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -134,12 +165,20 @@ def run_clients(
     now = time.perf_counter()
     stop_at[0] = now + warmup + seconds
     start_at[0] = now + warmup
+    cpu = None
+    if not errors:
+        time.sleep(warmup)
+        before = cpu_seconds(pids)
+        time.sleep(seconds)
+        after = cpu_seconds(pids)
+        if before is not None and after is not None:
+            cpu = after - before
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
     flat = np.array([x for per in latencies for x in per]) * 1e3
-    return Result(len(flat), seconds, flat)
+    return Result(len(flat), seconds, flat, cpu)
 
 
 def direct_call(signature, x: np.ndarray) -> Callable[[], Callable[[], None]]:
@@ -286,9 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_answer(port, body, expected)
                 for clients in config.clients:
                     direct = run_clients(direct_call(signature, x), clients,
-                                         config.warmup_seconds, config.seconds)
+                                         config.warmup_seconds, config.seconds,
+                                         pids=[os.getpid()])
                     served = run_clients(http_call(port, body), clients,
-                                         config.warmup_seconds, config.seconds)
+                                         config.warmup_seconds, config.seconds,
+                                         pids=[server.pid, os.getpid()])
                     rows.append((batch, clients, len(body), direct, served))
         finally:
             server.terminate()
@@ -296,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"{'batch':>5} {'clients':>7} {'body KB':>7} | {'direct req/s':>12} "
-        f"{'p50 ms':>7} {'p99 ms':>7} | {'served req/s':>12} {'rows/s':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} | {'served req/s':>12} "
+        f"{'rows/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} | {'ratio':>5}"
     )
     ratios = {}
     for batch, clients, size, direct, served in rows:
@@ -307,11 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         s50, s99 = np.percentile(served.latencies_ms, [50, 99])
         print(
             f"{batch:>5} {clients:>7} {size / 1024:>7.1f} | {direct.rps:>12.0f} "
-            f"{d50:>7.2f} {d99:>7.2f} | {served.rps:>12.0f} {served.rps * batch:>8.0f} "
-            f"{s50:>7.2f} {s99:>7.2f} | {ratio:>5.2f}"
+            f"{d50:>7.2f} {d99:>7.2f} {direct.cpu_text():>6} | {served.rps:>12.0f} "
+            f"{served.rps * batch:>8.0f} {s50:>7.2f} {s99:>7.2f} "
+            f"{served.cpu_text():>6} | {ratio:>5.2f}"
         )
     print("ratio = served req/s / direct req/s at the same batch and number of "
           "clients; a served answer per batch size was checked equal to the direct call")
+    print("CPU ms = CPU time per request: of this process (direct), of the server "
+          "and the clients (served)")
     key = (TARGET_BATCH, TARGET_CLIENTS)
     if key in ratios:
         verdict = "MET" if ratios[key] >= TARGET_RATIO else "NOT MET"

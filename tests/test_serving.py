@@ -124,7 +124,9 @@ def direct(signature, **inputs) -> dict:
 @contextlib.contextmanager
 def running_server(app):
     """Runs `app` with uvicorn on a free loopback port; yields its URL."""
-    sock = socket.socket()
+    # IPPROTO_TCP, not socket()'s 0: asyncio sets TCP_NODELAY only on sockets
+    # that say TCP, and without it each answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -529,6 +531,48 @@ def test_codec_round_trips_special_floats_and_scalars():
         codec.encode_outputs({"a": np.zeros(2), "b": np.zeros(3)}, codec.ROW)
     with pytest.raises(ServingError, match=r"without loss of precision"):
         codec.decode_inputs(codec.parse_predict_request(b'{"inputs": [16777217]}'), info)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a": [1, NaN, -Infinity, 0.1, -0.0, 1e-5, 1e400]}',  # orjson rejects NaN & co.
+    b'{"a": [18446744073709551615, -9223372036854775808]}',  # 64-bit ints: both exact
+    b'{"a": [18446744073709551616, -9223372036854775809, 1e19]}',  # orjson: floats
+    b'{"a": {"b": [123456789012345678901234567890]}}',
+    b'\xef\xbb\xbf{"a": "\\ud800"}',  # a UTF-8 BOM, a lone surrogate
+    '{"a": "\u00e9"}'.encode("utf-16"),
+    b"[" * 600 + b"]" * 600,  # deeper than orjson is trusted with, but parses
+])
+def test_codec_loads_is_json_loads(body):
+    expected = json.loads(body)
+    assert json.dumps(codec.loads(body)) == json.dumps(expected)  # NaN != NaN
+
+
+def test_codec_fast_parse_keeps_json_errors_and_values():
+    info = {"x": codec.TensorInfo("x", "DT_FLOAT", (-1,))}
+
+    def decode(body):
+        return codec.decode_inputs(codec.parse_predict_request(body), info)[1]["x"]
+
+    # orjson reads this integer literal as 1e20, which float32 holds; json
+    # keeps it an int, which numpy cannot pack with floats: rejected as before.
+    with pytest.raises(ServingError, match=r"holds values that do not fit DT_FLOAT"):
+        decode(b'{"inputs": [100000000000000000000]}')
+    np.testing.assert_array_equal(decode(b'{"inputs": [1e20, 0.5]}'), np.float32([1e20, 0.5]))
+    # "false" has no r, so the quick search for bodies without words must look
+    # for an l too.
+    with pytest.raises(ServingError, match=r"element \[1\] is a boolean false"):
+        decode(b'{"inputs": [1.0, false]}')
+    with pytest.raises(ServingError, match=r"element \[0\] is a boolean true"):
+        decode(b'{"inputs": [true, 1.0]}')
+    deep = b"[" * 1000 + b"]" * 1000  # orjson parses up to 1024 levels, json not
+    with pytest.raises(ServingError, match=r"JSON Parse error: maximum recursion depth"):
+        codec.parse_predict_request(b'{"inputs": [1], "x": ' + deep + b"}")
+    with pytest.raises(ServingError, match=r"'signature_name' must be a string value. "
+                       r"Received: 100000000000000000000$"):
+        codec.parse_predict_request(b'{"inputs": [1], "signature_name": 100000000000000000000}')
+    assert codec.dumps({"a": None, "b": 10**20, "c": [float("nan"), 0.1]}) == (
+        b'{"a":null,"b":100000000000000000000,"c":[NaN,0.1]}')
+    assert codec.dumps({"a": "\u00e9", "b": [1.5]}) == '{"a":"\u00e9","b":[1.5]}'.encode()
 
 
 def test_cli_serve_parses_and_calls_the_library(monkeypatch, tmp_path, capsys):

@@ -1,13 +1,13 @@
 """`Client`: a small Python client of TF Serving's REST API.
 
 Talks to `kerasmtl serve` or to `tensorflow/serving` alike. It needs only the
-standard library (`urllib`) and numpy: inputs go out in the columnar format,
-outputs come back as numpy arrays with the dtypes the model's metadata gives.
+standard library (`urllib`), numpy and orjson (through the codec): inputs go
+out in the columnar format, outputs come back as numpy arrays with the dtypes
+the model's metadata gives.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -148,11 +148,11 @@ class Client:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                return codec.loads(response.read())
         except urllib.error.HTTPError as error:
             body = error.read()
             try:
-                message = json.loads(body)["error"]
+                message = codec.loads(body)["error"]
             except (ValueError, KeyError, TypeError):
                 message = body.decode("utf-8", "replace")[:500] or error.reason
             raise ServingError(
