@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 
 import keras
+import tensorflow as tf
 
 import kerasmtl as mtl
 from kerasmtl.data import tagging as tagging_data
@@ -68,7 +69,9 @@ def _resolve(vocabulary, char_vocabulary, pos_tags, ner_tags):
 
 def _example_data():
     corpus = mtl.data.synthetic_tagged_corpus(8, seed=1, missing_ner_rate=0.25)
-    return tagging_data.to_arrays(corpus, mtl.data.synthetic_tag_vocabularies())
+    tokens, labels = tagging_data.to_arrays(corpus, mtl.data.synthetic_tag_vocabularies())
+    # Keras' fit/predict take no numpy string arrays: a tensor it is.
+    return tf.constant(tokens), labels
 
 
 def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
@@ -197,9 +200,10 @@ def pos_ner_transformer(
 ) -> mtl.MultiTaskModel:
     """Joint POS + NER tagger with a small Transformer encoder trunk.
 
-    Token features as in `pos_ner_bilstm_crf`, projected to `word_dim +
-    char_filters` and added to learned position embeddings, then `num_layers`
-    post-norm encoder blocks (self-attention that ignores padding, feed-forward).
+    Token features as in `pos_ner_bilstm_crf` (width `word_dim +
+    char_filters`) plus learned position embeddings, then `num_layers`
+    post-norm `TransformerEncoderBlock`s (self-attention that ignores
+    padding, feed-forward).
 
     Args:
         vocabulary, pos_tags, ner_tags, char_vocabulary, tasks, word_dim,
@@ -234,14 +238,7 @@ def pos_ner_transformer(
                         char_filters, dropout)
     x = mtl.layers.PositionEmbedding(max_length, name="position_embedding")(x)
     for i in range(num_layers):
-        attention = keras.layers.MultiHeadAttention(
-            num_heads, width // num_heads, dropout=dropout, name=f"encoder_{i}_attention")
-        x = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_1")(
-            keras.layers.Add()([x, attention(x, x)]))
-        hidden = keras.layers.Dense(ff_dim, activation="gelu", name=f"encoder_{i}_ff_1")(x)
-        hidden = keras.layers.Dense(width, name=f"encoder_{i}_ff_2")(hidden)
-        hidden = keras.layers.Dropout(dropout)(hidden)
-        x = keras.layers.LayerNormalization(name=f"encoder_{i}_norm_2")(
-            keras.layers.Add()([x, hidden]))
+        x = mtl.layers.TransformerEncoderBlock(num_heads, ff_dim, dropout,
+                                               name=f"encoder_{i}")(x)
     return mtl.sharing.hard_sharing(tokens, x, tasks, weighting=weighting,
                                     name="pos_ner_transformer")

@@ -5,6 +5,7 @@ from kerasmtl.layers.crf import CRF
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
 from kerasmtl.layers.position_embedding import PositionEmbedding
 from kerasmtl.layers.text import CharacterEncoder, Lowercase
+from kerasmtl.layers.transformer_encoder import TransformerEncoderBlock
 
 __all__ = [
     "CRF",
@@ -13,4 +14,5 @@ __all__ = [
     "Lowercase",
     "MultiLabelOutput",
     "PositionEmbedding",
+    "TransformerEncoderBlock",
 ]

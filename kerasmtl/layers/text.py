@@ -47,7 +47,8 @@ class CharacterEncoder(keras.layers.Layer):
     characters share one OOV index), embedded, convolved and max-pooled over
     its characters (Ma and Hovy, ACL 2016). It gives unknown words a
     representation from their spelling (capitals, suffixes, digits). Padding
-    tokens (`""`) get zeros.
+    tokens (`""`) get zeros and are masked (the Keras mask is `tokens != ""`,
+    so a `Concatenate` with a masked word embedding keeps padding masked).
 
     Args:
         vocabulary: list of single-character str (e.g. from
@@ -103,6 +104,7 @@ class CharacterEncoder(keras.layers.Layer):
         self.conv = keras.layers.Conv1D(
             filters, kernel_size, padding="same", activation="tanh", name="char_conv"
         )
+        self.supports_masking = True
 
     def build(self, input_shape):
         self.embedding.build((None, self.max_chars))
@@ -121,6 +123,11 @@ class CharacterEncoder(keras.layers.Layer):
         pooled = tf.reduce_max(tf.where(is_char, features, -2.0), axis=1)
         pooled = tf.where(tf.reduce_any(is_char, axis=1), pooled, 0.0)
         return tf.reshape(pooled, [batch, time, self.filters])
+
+    def compute_mask(self, inputs, mask=None):
+        # Without it, Concatenate treats this unmasked input as all tokens and
+        # its OR of masks would erase the word embedding's padding mask.
+        return keras.ops.not_equal(inputs, "")
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.filters)

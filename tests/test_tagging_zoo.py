@@ -1,0 +1,214 @@
+"""The joint POS + NER zoo models (`zoo/tagging.py`): built from a corpus'
+vocabularies, trained on a `tagging_dataset`, single-task subsets, the
+SavedModel that tags raw token strings, and the `--data` training recipe."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasmtl as mtl
+import zoo
+from harness import assert_finite_logs
+from kerasmtl.data import tagging as tagging_data
+from zoo.training import load_training_data
+
+SIZES = {
+    "pos_ner_bilstm_crf": {"word_dim": 8, "char_dim": 4, "char_filters": 4, "lstm_units": 4},
+    "pos_ner_transformer": {"word_dim": 8, "char_dim": 4, "char_filters": 4,
+                            "num_layers": 1, "num_heads": 2, "ff_dim": 8, "max_length": 32},
+}
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud_ewt_uner"
+# "Qwzyxt" is in no vocabulary and "ë" in no character vocabulary.
+SENTENCE = ["John", "lives", "in", "Paris", "."]
+SHORT = ["Zoë", "Qwzyxt"]
+
+
+def tiny_corpus():
+    """24 synthetic sentences (a quarter without NER labels), their tag
+    vocabularies and the factory arguments that depend on the data."""
+    train = mtl.data.synthetic_tagged_corpus(24, seed=0, missing_ner_rate=0.25)
+    tags = tagging_data.tag_vocabularies(train, tasks=["pos", "ner"])
+    kwargs = {
+        "vocabulary": tagging_data.build_vocabulary(train, lowercase=True),
+        "char_vocabulary": tagging_data.build_char_vocabulary(train),
+        "pos_tags": tags["pos"],
+        "ner_tags": tags["ner"],
+    }
+    return train, tags, kwargs
+
+
+def padded(sentences):
+    width = max(len(s) for s in sentences)
+    return tf.constant([s + [""] * (width - len(s)) for s in sentences])
+
+
+def as_str(tensor):
+    return tensor.numpy().astype(str).tolist()
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_builds_from_corpus_vocabularies_and_trains_on_a_tagging_dataset(name):
+    train, tags, kwargs = tiny_corpus()
+    model = zoo.create_model(name, **kwargs, **SIZES[name])
+    assert model.task_names == ["pos", "ner"]
+    assert model.get_task("ner").crf and not model.get_task("pos").crf
+    # Index 0 is padding, 1 the OOV word, then the vocabulary.
+    assert model.get_layer("word_embedding").input_dim == len(kwargs["vocabulary"]) + 2
+    lookup = model.get_layer("word_lookup")
+    first = kwargs["vocabulary"][0]
+    assert lookup(tf.constant([["", "qwzyxt", first]])).numpy().tolist() == [[0, 1, 2]]
+
+    # One batch per epoch: one shape, so the train step is traced only once.
+    dataset = tagging_data.tagging_dataset(train, tags, batch_size=24, shuffle=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    history = model.fit(dataset, epochs=3, verbose=0)
+    assert_finite_logs(history)
+    logs = history.history
+    assert {"loss/pos", "loss/ner", "pos/accuracy", "ner/entity_f1"} <= set(logs)
+    assert logs["loss"][-1] < logs["loss"][0]
+
+    x, y = next(iter(dataset))
+    outputs = model(x["tokens"])
+    batch, time = y["pos"].shape
+    assert outputs["pos"].shape == (batch, time, len(tags["pos"]))
+    assert outputs["ner"].shape == (batch, time, len(tags["ner"]))
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_tasks_subset_builds_a_single_task_model(name):
+    _, tags, kwargs = tiny_corpus()
+    pos = mtl.tasks.Tagging("pos", tags=tags["pos"])
+    ner = mtl.tasks.Tagging("ner", tags=tags["ner"], scheme="IOB2", crf=True)
+    for task in (pos, ner):
+        model = zoo.create_model(name, tasks=[task], **kwargs, **SIZES[name])
+        assert model.task_names == [task.name]
+        outputs = model(padded([SENTENCE]))
+        assert list(outputs) == [task.name]
+        assert outputs[task.name].shape == (1, 5, task.num_tags)
+        assert sorted(model.postprocess(outputs)) == [
+            f"{task.name}_prediction", f"{task.name}_tags"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny BiLSTM-CRF with strong random CRF transitions (so that decoding
+    through padding would change the tags), exported and reloaded."""
+    keras.utils.set_random_seed(1)
+    _, tags, kwargs = tiny_corpus()
+    model = zoo.create_model("pos_ner_bilstm_crf", **kwargs,
+                             **SIZES["pos_ner_bilstm_crf"])
+    crf = model.get_layer("ner")
+    rng = np.random.default_rng(0)
+    for weight in (crf.transitions, crf.start_transitions, crf.end_transitions):
+        weight.assign(3.0 * rng.normal(size=weight.shape))
+    path = mtl.export.export_saved_model(model, tmp_path_factory.mktemp("export"))
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return model, tags, serve
+
+
+def test_saved_model_tags_raw_token_strings_including_unknown_words(served):
+    model, tags, serve = served
+    batch = padded([SENTENCE, SHORT])
+    outputs = serve(tokens=batch)
+    assert {"pos", "ner", "pos_tags", "ner_tags", "pos_prediction",
+            "ner_prediction"} <= set(outputs)
+    for task in ("pos", "ner"):
+        strings = outputs[f"{task}_tags"]
+        assert strings.dtype == tf.string and strings.shape == (2, 5)
+        # Real tokens, unknown words and unknown characters included, get
+        # tags of the task's vocabulary.
+        assert set(as_str(strings)[0]) <= set(tags[task])
+        assert set(as_str(strings)[1][:2]) <= set(tags[task])
+        assert np.all(np.isfinite(outputs[task].numpy()))
+    # The same numbers as the Keras model in-process.
+    np.testing.assert_allclose(outputs["ner"].numpy(), model(batch)["ner"].numpy(),
+                               atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a string"):
+        serve(tokens=tf.constant([[1, 2]]))
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_padding_gets_empty_tags_and_does_not_change_tags_in_process(name):
+    _, _, kwargs = tiny_corpus()
+    model = zoo.create_model(name, **kwargs, **SIZES[name])
+    together = model.postprocess(model(padded([SENTENCE, SHORT])))
+    alone = model.postprocess(model(padded([SHORT])))
+    for task in ("pos", "ner"):
+        assert as_str(together[f"{task}_tags"])[1] == [*as_str(alone[f"{task}_tags"])[0], "", "", ""]
+
+
+def test_saved_model_padding_gets_empty_tags_and_does_not_change_tags(served):
+    _, _, serve = served
+    together = serve(tokens=padded([SENTENCE, SHORT]))
+    alone = serve(tokens=padded([SHORT]))
+    for task in ("pos", "ner"):
+        assert as_str(together[f"{task}_tags"])[1][2:] == ["", "", ""]
+        assert together[f"{task}_prediction"].numpy()[1, 2:].tolist() == [-1] * 3
+        assert as_str(together[f"{task}_tags"])[1][:2] == as_str(alone[f"{task}_tags"])[0]
+
+
+def test_synthetic_training_recipe_returns_datasets_and_model_arguments():
+    data = load_training_data("pos_ner_bilstm_crf", "synthetic", batch_size=16, seed=0)
+    assert "3000 train / 500 dev" in data.summary
+    assert isinstance(data.train, tf.data.Dataset) and isinstance(data.dev, tf.data.Dataset)
+    assert [t.name for t in data.tasks] == ["pos", "ner"]
+    assert data.tasks[1].crf and data.tasks[1].scheme == "IOB2"
+    assert sorted(data.model_kwargs) == ["char_vocabulary", "ner_tags", "pos_tags", "vocabulary"]
+    expected = mtl.data.synthetic_tag_vocabularies()
+    assert data.model_kwargs["pos_tags"] == expected["pos"]
+    assert data.model_kwargs["ner_tags"] == expected["ner"]
+    vocabulary = data.model_kwargs["vocabulary"]
+    assert "the" in vocabulary and all(w == w.lower() for w in vocabulary)
+
+    model = zoo.create_model("pos_ner_bilstm_crf", tasks=data.tasks, **data.model_kwargs,
+                             **SIZES["pos_ner_bilstm_crf"])
+    x, y = next(iter(data.train))
+    assert x["tokens"].dtype == tf.string and x["tokens"].shape[0] <= 16
+    outputs = model(x["tokens"])
+    assert outputs["ner"].shape[:2] == y["ner"].shape
+    assert outputs["pos"].shape[:2] == y["pos"].shape
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("no/such/folder", r"--data 'no/such/folder' is neither 'synthetic', "
+                           r"'tfds:conll2003' nor a ud_ewt_uner folder"),
+        ("tfds:wikiann", r"Unknown tfds corpus 'wikiann'.*tfds:conll2003"),
+    ],
+)
+def test_bad_data_spec_errors_clearly(spec, message):
+    with pytest.raises(ValueError, match=message):
+        load_training_data("pos_ner_bilstm_crf", spec, batch_size=8, seed=0)
+
+
+def test_folder_without_joined_files_is_a_bad_data_spec(tmp_path):
+    with pytest.raises(ValueError, match=r"nor a ud_ewt_uner folder \(one holding joined/"):
+        load_training_data("pos_ner_bilstm_crf", str(tmp_path), batch_size=8, seed=0)
+
+
+@pytest.mark.large
+def test_train_zoo_model_on_synthetic_trains_evaluates_and_exports(tmp_path):
+    from zoo.training import train_zoo_model
+
+    lines = []
+    result = train_zoo_model("pos_ner_bilstm_crf", "synthetic", epochs=1,
+                             export_dir=str(tmp_path / "export"), print_fn=lines.append)
+    assert set(result["report"]) == {"pos", "ner"}
+    assert result["report"]["pos"]["accuracy"] > 0.5
+    assert (tmp_path / "export" / "1").is_dir()
+    assert any(line.startswith("  ner ") for line in lines)
+
+
+@pytest.mark.large
+def test_ud_ewt_uner_recipe():
+    if not (SHARED / "joined").is_dir():
+        pytest.skip(f"no UD-EWT/UNER data at {SHARED}")
+    data = load_training_data("pos_ner_bilstm_crf", str(SHARED), batch_size=32, seed=0)
+    assert "12543 train / 2001 dev" in data.summary
+    assert len(data.model_kwargs["pos_tags"]) == 17
+    assert data.model_kwargs["ner_tags"] == [
+        "O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
