@@ -57,6 +57,18 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
     return keras.layers.Dropout(dropout, name="token_dropout")(x)
 
 
+def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_crf,
+                  word_dim, char_dim, char_filters, dropout):
+    """The part both taggers share: `(tokens input, token features, tasks)`."""
+    vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
+        vocabulary, char_vocabulary, pos_tags, ner_tags)
+    tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
+    tokens = keras.Input((None,), dtype="string", name="tokens")
+    x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
+                        char_filters, dropout)
+    return tokens, x, tasks
+
+
 def _resolve(vocabulary, char_vocabulary, pos_tags, ner_tags):
     if vocabulary is None or char_vocabulary is None or pos_tags is None or ner_tags is None:
         words, chars, tags = _default_vocabularies()
@@ -166,12 +178,9 @@ def pos_ner_bilstm_crf(
     >>> model.task_names, model.get_task("ner").crf
     (['pos', 'ner'], True)
     """
-    vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
-        vocabulary, char_vocabulary, pos_tags, ner_tags)
-    tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
-    tokens = keras.Input((None,), dtype="string", name="tokens")
-    x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                        char_filters, dropout)
+    tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
+                                     tasks, ner_crf, word_dim, char_dim, char_filters,
+                                     dropout)
     for i in range(lstm_layers):
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(lstm_units, return_sequences=True), name=f"bilstm_{i}")(x)
@@ -224,18 +233,15 @@ def pos_ner_transformer(
     ...              num_heads=2, ff_dim=8).task_names
     ['pos', 'ner']
     """
-    vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
-        vocabulary, char_vocabulary, pos_tags, ner_tags)
-    tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
     width = word_dim + char_filters
     if width % num_heads:
         raise ValueError(
             f"word_dim + char_filters ({width}) must be divisible by num_heads "
             f"({num_heads}) for the Transformer trunk."
         )
-    tokens = keras.Input((None,), dtype="string", name="tokens")
-    x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                        char_filters, dropout)
+    tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
+                                     tasks, ner_crf, word_dim, char_dim, char_filters,
+                                     dropout)
     x = mtl.layers.PositionEmbedding(max_length, name="position_embedding")(x)
     for i in range(num_layers):
         x = mtl.layers.TransformerEncoderBlock(num_heads, ff_dim, dropout,

@@ -83,10 +83,7 @@ def train_zoo_model(
     data = load_training_data(name, spec, batch_size=batch_size, seed=seed)
     print_fn(f"{name}: {data.summary}")
     keras.utils.set_random_seed(seed)
-    kwargs = dict(data.model_kwargs, tasks=data.tasks)
-    if weighting is not None:
-        kwargs["weighting"] = weighting()
-    model = create_model(name, **kwargs)
+    model = _build(name, data, data.tasks, weighting)
     model.compile(optimizer=optimizer)
     x, y = _split(data.train)
     history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
@@ -127,10 +124,7 @@ def compare_zoo_model(
     print_fn(f"{name}: {data.summary}")
 
     def build_fn(tasks):
-        kwargs = dict(data.model_kwargs, tasks=tasks)
-        if weighting is not None and len(tasks) > 1:
-            kwargs["weighting"] = weighting()
-        return create_model(name, **kwargs)
+        return _build(name, data, tasks, weighting)
 
     comparison = mtl.evaluation.compare_with_single_task(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
@@ -143,6 +137,15 @@ def compare_zoo_model(
     print_fn(f"multi-task vs single-task ({epochs} epochs each):")
     print_fn(comparison.table())
     return comparison
+
+
+def _build(name: str, data: TrainingData, tasks, weighting):
+    """The zoo model on `data`'s factory arguments; a weighting only with
+    several tasks (for one task it would only rescale the learning rate)."""
+    kwargs = dict(data.model_kwargs, tasks=list(tasks))
+    if weighting is not None and len(tasks) > 1:
+        kwargs["weighting"] = weighting()
+    return create_model(name, **kwargs)
 
 
 def _split(data):
