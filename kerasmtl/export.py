@@ -161,12 +161,12 @@ def _serving_function(model: MultiTaskModel):
     def serve(*flat_inputs):
         inputs = keras.tree.pack_sequence_as(model.input, list(flat_inputs))
         raw = model(inputs, training=False)
-        outputs = {name: raw[name] for name in model.task_names}
+        outputs = {task.raw_output_name: raw[task.name] for task in model.tasks}
         for key, value in model.postprocess(raw).items():
             if key in outputs:
                 raise ValueError(
-                    f"Serving output '{key}' of model '{model.name}' is both a task "
-                    "name and a post-processing output; rename the task."
+                    f"Serving output '{key}' of model '{model.name}' is both a raw "
+                    "output and a post-processing output; rename the task."
                 )
             outputs[key] = value
         return outputs

@@ -206,7 +206,7 @@ class MultiTaskModel(keras.Model):
         # Metrics that create their variables lazily (e.g. F1Score) must do so
         # eagerly now, not inside the traced train function.
         for task in self._tasks:
-            y = np.zeros((1, *[d or 1 for d in task.label_shape]), task.label_dtype)
+            y = task.example_labels()
             y_pred = np.zeros((1, *[d or 1 for d in task.output_shape]), "float32")
             task.update_metrics(self._mtl_metrics["task"][task.name], y, y_pred)
             for metric in self._mtl_metrics["task"][task.name]:
@@ -341,20 +341,22 @@ class MultiTaskModel(keras.Model):
                 "NaN (float labels)."
             )
         for task in self._tasks:
-            task.check_label_shape(tuple(y[task.name].shape))
+            task.check_label_spec(y[task.name])
         return y
 
     def check_label_values(self, y) -> None:
         """Eager checks of numpy labels (values as well as shapes)."""
         y = self.check_label_structure(
-            {k: np.asarray(v) for k, v in y.items()} if isinstance(y, dict) else y
+            tf.nest.map_structure(np.asarray, y) if isinstance(y, dict) else y
         )
         for task in self._tasks:
-            task.check_label_values(np.asarray(y[task.name]))
+            task.check_label_values(tf.nest.map_structure(np.asarray, y[task.name]))
 
     def _check_data(self, x, y):
         if y is not None:
-            if isinstance(y, dict) and all(_is_array_like(v) for v in y.values()):
+            if isinstance(y, dict) and all(
+                _is_array_like(v) for v in tf.nest.flatten(y)
+            ):
                 self.check_label_values(y)
             else:
                 self.check_label_structure(y)
@@ -461,6 +463,8 @@ def _all_reduce_sum(value):
 
 def _assert_no_nan_class_labels(task, labels):
     # NaN means "missing" only for float labels; a NaN class id is a data bug.
+    if not tf.is_tensor(labels):  # structured labels (detection): the task checks
+        return labels
     if task.label_dtype.startswith("int") and tf.as_dtype(labels.dtype).is_floating:
         check = tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(tf.math.is_nan(labels))),

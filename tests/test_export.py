@@ -220,6 +220,6 @@ def test_output_name_clash_leaves_nothing_behind(tmp_path):
     x = keras.Input((3,), name="x")
     tasks = [mtl.tasks.Regression("y"), mtl.tasks.Regression("y_prediction")]
     model = mtl.sharing.hard_sharing(x, x, tasks)
-    with pytest.raises(ValueError, match=r"'y_prediction' .* both a task name"):
+    with pytest.raises(ValueError, match=r"'y_prediction' .* both a raw output"):
         mtl.export.export_saved_model(model, tmp_path)
     assert os.listdir(tmp_path) == []

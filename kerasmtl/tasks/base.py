@@ -135,6 +135,24 @@ class Task:
                 + f". {self.label_help()}"
             )
 
+    def check_label_spec(self, y) -> None:
+        """Raises a ValueError if a batch of labels `y` (a tensor, array or
+        `tf.TensorSpec`; a dict of them for kinds with structured labels,
+        such as detection) does not fit this task. Checks shapes only."""
+        if isinstance(y, dict) or not hasattr(y, "shape"):
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) must be one tensor "
+                f"of shape {_fmt_shape((None, *self.label_shape))}. Received: "
+                f"{type(y).__name__}. {self.label_help()}"
+            )
+        self.check_label_shape(tuple(y.shape))
+
+    def example_labels(self, batch_size: int = 1):
+        """A batch of valid placeholder labels (used to build metrics eagerly)."""
+        return np.zeros(
+            (batch_size, *[d or 1 for d in self.label_shape]), self.label_dtype
+        )
+
     def label_help(self) -> str:
         return "Mark a missing label with -1."
 
@@ -227,6 +245,13 @@ class Task:
             metric.update_state(y_true, y_pred, sample_weight=weights)
 
     # -- serving --------------------------------------------------------------
+
+    @property
+    def raw_output_name(self) -> str:
+        """Name of the raw output in exported signatures. Defaults to the task's
+        name; a kind whose post-processed output deserves the plain name (e.g.
+        a segmentation class map) renames its raw logits."""
+        return self.name
 
     def postprocess(self, y_pred) -> dict:
         """Serving post-processing: `{output_name: tensor}` from the raw output.
