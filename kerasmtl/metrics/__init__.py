@@ -2,9 +2,20 @@
 
 - multi-label (`multilabel`, `multilabel_ranking`): equal to scikit-learn's
   definitions, with unknown (-1) labels skipped per element;
-- sequence labelling (`sequence_labeling`): conlleval entity P/R/F1.
+- sequence labelling (`sequence_labeling`): conlleval entity P/R/F1;
+- segmentation (`segmentation`): confusion matrix and mean IoU with ignored
+  pixels, as a Keras metric and in numpy;
+- detection (`detection`, `instance`): COCO box mAP (agrees with pycocotools'
+  COCOeval) and the DSB-2018 instance-mask score.
 """
 
+from kerasmtl.metrics.detection import COCO_AREA_RANGES, DetectionEvaluator, coco_map
+from kerasmtl.metrics.instance import (
+    dsb2018_score,
+    instance_iou,
+    instance_masks_from_boxes,
+    mean_dsb2018_score,
+)
 from kerasmtl.metrics.multilabel import (
     HammingLoss,
     MultiLabelF1Score,
@@ -33,6 +44,12 @@ from kerasmtl.metrics.multilabel_ranking import (
     macro_average_precision,
     one_error,
 )
+from kerasmtl.metrics.segmentation import (
+    MaskedMeanIoU,
+    confusion_matrix,
+    iou_from_confusion,
+    mean_iou,
+)
 from kerasmtl.metrics.sequence_labeling import (
     EntityCounts,
     EntityF1,
@@ -43,6 +60,17 @@ from kerasmtl.metrics.sequence_labeling import (
 )
 
 __all__ = [
+    "COCO_AREA_RANGES",
+    "DetectionEvaluator",
+    "MaskedMeanIoU",
+    "coco_map",
+    "confusion_matrix",
+    "dsb2018_score",
+    "instance_iou",
+    "instance_masks_from_boxes",
+    "iou_from_confusion",
+    "mean_dsb2018_score",
+    "mean_iou",
     "CoverageError",
     "EntityCounts",
     "EntityF1",

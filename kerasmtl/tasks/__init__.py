@@ -6,6 +6,7 @@ from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.classification import Classification
 from kerasmtl.tasks.multilabel import MultiLabel
 from kerasmtl.tasks.regression import Regression
+from kerasmtl.tasks.segmentation import Segmentation
 from kerasmtl.tasks.tagging import Tagging
 
 
@@ -28,6 +29,7 @@ __all__ = [
     "Regression",
     "MultiLabel",
     "Tagging",
+    "Segmentation",
     "serialize",
     "deserialize",
 ]
