@@ -6,6 +6,7 @@ on its own, so that importing the library does not load the web stack.
 """
 
 from kerasmtl import (
+    boxes,
     calibration,
     data,
     evaluation,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MultiTaskModel",
+    "boxes",
     "calibration",
     "data",
     "evaluation",

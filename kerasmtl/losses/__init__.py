@@ -1,5 +1,6 @@
 """Losses: plain functions plus `keras.losses.Loss` wrappers."""
 
+from kerasmtl.losses.detection import CenterNetLoss, centernet_focal_loss
 from kerasmtl.losses.multilabel import (
     AsymmetricLoss,
     MultiLabelLoss,
@@ -12,10 +13,12 @@ from kerasmtl.losses.multilabel import (
 
 __all__ = [
     "AsymmetricLoss",
+    "CenterNetLoss",
     "MultiLabelLoss",
     "SigmoidCrossentropy",
     "SigmoidFocalLoss",
     "asymmetric_loss",
+    "centernet_focal_loss",
     "sigmoid_crossentropy",
     "sigmoid_focal_loss",
 ]

@@ -4,6 +4,7 @@ import keras
 
 from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.classification import Classification
+from kerasmtl.tasks.detection import Detection
 from kerasmtl.tasks.multilabel import MultiLabel
 from kerasmtl.tasks.regression import Regression
 from kerasmtl.tasks.segmentation import Segmentation
@@ -30,6 +31,7 @@ __all__ = [
     "MultiLabel",
     "Tagging",
     "Segmentation",
+    "Detection",
     "serialize",
     "deserialize",
 ]
