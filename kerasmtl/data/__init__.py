@@ -20,11 +20,13 @@ from kerasmtl.data.conll import (
     read_joined_tsv,
     read_uner,
 )
+from kerasmtl.data.dynamic_sampling import DynamicSampling
 from kerasmtl.data.label_table import (
     MultiLabelData,
     image_folder_with_labels,
     read_label_csv,
 )
+from kerasmtl.data.mixing import mix, padding_values
 from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_folder
 from kerasmtl.data.shapes import synthetic_shapes
 from kerasmtl.data.synthetic_multilabel import synthetic_multilabel
@@ -51,6 +53,9 @@ from kerasmtl.data.vision_augment import VisionAugment
 from kerasmtl.data.voc import read_voc
 
 __all__ = [
+    "DynamicSampling",
+    "mix",
+    "padding_values",
     "VisionAugment",
     "VisionData",
     "is_instance_mask_folder",

@@ -1,18 +1,27 @@
-"""Custom layers used by task heads and zoo trunks (CRF, multi-label heads,
-text, positions)."""
+"""Custom layers used by task heads, sharing architectures and zoo trunks (CRF,
+multi-label heads, detection head, experts' gates, cross-stitch units, task
+attention, text, positions)."""
 
 from kerasmtl.layers.crf import CRF
+from kerasmtl.layers.cross_stitch_unit import CrossStitch
+from kerasmtl.layers.detection import CenterNetHead
+from kerasmtl.layers.expert_gate import ExpertGate
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
 from kerasmtl.layers.position_embedding import PositionEmbedding
+from kerasmtl.layers.task_attention import TaskAttention
 from kerasmtl.layers.text import CharacterEncoder, Lowercase
 from kerasmtl.layers.transformer_encoder import TransformerEncoderBlock
 
 __all__ = [
     "CRF",
+    "CenterNetHead",
     "CharacterEncoder",
+    "CrossStitch",
+    "ExpertGate",
     "LabelAttentionHead",
     "Lowercase",
     "MultiLabelOutput",
     "PositionEmbedding",
+    "TaskAttention",
     "TransformerEncoderBlock",
 ]

@@ -1,6 +1,20 @@
 """Sharing architectures: functional builders returning a `MultiTaskModel`."""
 
+from kerasmtl.sharing.cross_stitch import cross_stitch
 from kerasmtl.sharing.hard import hard_sharing
+from kerasmtl.sharing.inspection import attention_maps, gate_weights
+from kerasmtl.sharing.moe import cgc, mmoe, ple
+from kerasmtl.sharing.mtan import mtan
 from kerasmtl.sharing.soft import soft_sharing
 
-__all__ = ["hard_sharing", "soft_sharing"]
+__all__ = [
+    "attention_maps",
+    "cgc",
+    "cross_stitch",
+    "gate_weights",
+    "hard_sharing",
+    "mmoe",
+    "mtan",
+    "ple",
+    "soft_sharing",
+]

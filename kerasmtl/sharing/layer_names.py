@@ -1,0 +1,133 @@
+"""Checks shared by the sharing builders: layer names, counts, layer specs.
+
+A task's head layer is named after the task, and a Keras model needs unique
+layer names; the builders check the layers they wire before the heads are
+built, so a collision is reported with the argument to change instead of
+Keras' generic duplicate-name error.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+
+import keras
+
+
+def check_layer_names(builder: str, inputs, tensors, tasks, argument: str) -> None:
+    """Raises a ValueError if a layer between `inputs` and `tensors` shares its
+    name with a task (or with another layer)."""
+    graph = keras.Model(inputs, list(tensors))
+    counts = collections.Counter(layer.name for layer in graph.layers)
+    repeated = sorted(name for name, n in counts.items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"{builder}: layer name(s) {repeated} are used more than once among "
+            f"the layers of `{argument}` and the layers {builder} adds. Give every "
+            "layer a unique name (or leave `name` unset)."
+        )
+    collisions = sorted({t.name for t in tasks} & set(counts))
+    if collisions:
+        raise ValueError(
+            f"{builder}: the task '{collisions[0]}' has the same name as a layer of "
+            f"`{argument}` (or one {builder} adds, such as '<task>_gate_0'). The "
+            "task's head layer is named after the task and layer names must be "
+            "unique: rename the task or the layer."
+        )
+
+
+def check_count(builder: str, argument: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"{builder}: invalid value for argument `{argument}`. Expected an int "
+            f">= {minimum}. Received: {argument}={value!r}"
+        )
+    return value
+
+
+def make_layers(
+    builder: str, argument: str, spec, count: int | None, count_argument: str
+) -> list:
+    """Layers from `spec`: a sequence of layers, or a factory `() -> layer`
+    called `count` times (new layers each call)."""
+    if callable(spec) and not isinstance(spec, keras.layers.Layer):
+        if count is None:
+            raise ValueError(
+                f"{builder}: `{argument}` is a factory, so `{count_argument}` is "
+                "needed: pass how many experts to create, e.g. "
+                f"{count_argument}=4."
+            )
+        check_count(builder, count_argument, count)
+        layers = [spec() for _ in range(count)]
+    elif isinstance(spec, Sequence) and not isinstance(spec, str):
+        layers = list(spec)
+        if not layers:
+            raise ValueError(
+                f"{builder}: `{argument}` is empty. Pass at least one expert "
+                "(a Keras layer or model), or a factory and a count."
+            )
+        if count is not None and count != len(layers):
+            raise ValueError(
+                f"{builder}: `{argument}` holds {len(layers)} layers but "
+                f"{count_argument}={count!r}. Leave `{count_argument}` unset when "
+                "passing a list."
+            )
+    else:
+        raise ValueError(
+            f"{builder}: invalid value for argument `{argument}`. Expected a list "
+            "of Keras layers/models or a factory `() -> layer`. Received: "
+            f"{spec!r}"
+        )
+    _check_layers(builder, argument, layers)
+    return layers
+
+
+def _check_layers(builder: str, argument: str, layers: Sequence) -> None:
+    seen = set()
+    for i, layer in enumerate(layers):
+        if not callable(layer):
+            raise ValueError(
+                f"{builder}: entry {i} of `{argument}` is not a Keras layer: "
+                f"{layer!r}."
+            )
+        if id(layer) in seen:
+            raise ValueError(
+                f"{builder}: entry {i} of `{argument}` is the same layer object as "
+                "an earlier entry; each needs its own weights. A factory must "
+                "create a new layer on every call."
+            )
+        seen.add(id(layer))
+
+
+def tower(task_name: str, tower_layers: Sequence, x, kind: str = "tower"):
+    """Applies copies of `tower_layers` (ints = Dense+ReLU units, or layers
+    copied from their config) named `<task>_<kind>_<i>` to `x`."""
+    for i, spec in enumerate(tower_layers):
+        x = tower_layer(task_name, spec, f"{task_name}_{kind}_{i}")(x)
+    return x
+
+
+def tower_layer(task_name: str, spec, name: str):
+    if isinstance(spec, int) and not isinstance(spec, bool) and spec > 0:
+        return keras.layers.Dense(spec, activation="relu", name=name)
+    if isinstance(spec, keras.layers.Layer):
+        config = keras.saving.serialize_keras_object(spec)
+        config["config"] = dict(config["config"], name=name)
+        return keras.saving.deserialize_keras_object(config)
+    raise ValueError(
+        f"Invalid entry in `tower_layers` for task '{task_name}': {spec!r}. "
+        "Expected a positive int (a Dense+ReLU layer of that size) or a "
+        "keras.layers.Layer (copied for each task)."
+    )
+
+
+def model_features(builder: str, inputs, features):
+    if features is not None:
+        return features
+    if not keras.backend.is_keras_tensor(inputs):
+        raise ValueError(
+            f"{builder}: `inputs` is a {type(inputs).__name__}, not one tensor, so "
+            "the experts do not know what to read. Pass `features=`, the Keras "
+            "tensor (computed from `inputs`) that experts and gates read."
+        )
+    return inputs
