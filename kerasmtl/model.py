@@ -12,9 +12,12 @@ It wires tasks, sharing and weighting together:
   task or naming an unknown one, a shape that does not fit the task, a NaN
   class label, each raise a ValueError naming the task.
 
-Keras' own `train_step` is kept: the multi-task logic lives in `compute_loss`
-and `compute_metrics`, which Keras calls, so distribution strategies and
-`steps_per_execution` work unchanged.
+Keras' own `train_step` is kept for loss-level weightings: the multi-task
+logic lives in `compute_loss` and `compute_metrics`, which Keras calls, so
+distribution strategies and `steps_per_execution` work unchanged. A
+gradient-level `GradientBalancer` (PCGrad, MGDA, ...) needs per-task
+gradients, so `train_step` takes its own path for it (`_balanced_train_step`,
+see there for what goes where).
 """
 
 from __future__ import annotations
@@ -28,11 +31,16 @@ import tensorflow as tf
 from keras import ops
 
 from kerasmtl import tasks as tasks_lib
-from kerasmtl.weighting import Equal, LossWeighting
+from kerasmtl.balanced_training import (
+    GradientBalancingMixin,
+    all_reduce_sum,
+    replicas_in_sync,
+)
+from kerasmtl.weighting import Equal, GradientBalancer, LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(GradientBalancingMixin, keras.Model):
     """A functional model whose outputs are a dict keyed by task name.
 
     Most users get one from a builder (`kerasmtl.sharing.hard_sharing`,
@@ -43,11 +51,17 @@ class MultiTaskModel(keras.Model):
         outputs: dict mapping each task name to its output tensor.
         name: str or None. The model's name.
         tasks: sequence of `kerasmtl.tasks.Task`, one per output, names unique.
-        weighting: `kerasmtl.weighting.LossWeighting` or None. How task losses
-            combine into one. Defaults to `Equal()` (their sum).
+        weighting: `kerasmtl.weighting.LossWeighting` (loss level) or
+            `kerasmtl.weighting.GradientBalancer` (gradient level, e.g.
+            `PCGrad()`), or None. How the tasks combine. Defaults to `Equal()`
+            (the sum of the losses).
         soft_sharing: dict or None. `{"penalty": float, "groups": [[layer
             name per task], ...]}`: an L2 penalty pulling the weights of
             corresponding layers together (set by `sharing.soft_sharing`).
+        shared_features: Keras tensor, dict or None. The shared representation
+            (the trunk's output, which the heads read), needed by a balancer
+            with `rep_grad=True`; `hard_sharing` sets it. Saved as the name of
+            the layer that outputs it.
 
     Examples:
 
@@ -68,6 +82,7 @@ class MultiTaskModel(keras.Model):
         tasks: Sequence[tasks_lib.Task],
         weighting: LossWeighting | dict | None = None,
         soft_sharing: dict | None = None,
+        shared_features=None,
         **kwargs,
     ):
         # === Tasks ===
@@ -109,6 +124,7 @@ class MultiTaskModel(keras.Model):
         self.weighting = weighting
         object.__setattr__(self, "soft_sharing", _check_soft_sharing(self, soft_sharing))
         object.__setattr__(self, "_mtl_metrics", {})
+        self._set_shared_features(shared_features)
 
     # -- tasks ----------------------------------------------------------------
 
@@ -176,6 +192,8 @@ class MultiTaskModel(keras.Model):
         }
         if self.soft_sharing:
             trackers["penalty"] = keras.metrics.Mean(name="loss/soft_sharing")
+        if isinstance(self.weighting, GradientBalancer):
+            trackers["skipped"] = keras.metrics.Sum(name="balancer/skipped_steps")
         object.__setattr__(self, "_mtl_metrics", trackers)
         self._build_task_metrics()
         self._compile_config = _SerializableCompileConfig(
@@ -229,8 +247,9 @@ class MultiTaskModel(keras.Model):
         trackers = self._mtl_metrics
         for group in ("loss", "weight"):
             metrics.extend(trackers.get(group, {}).values())
-        if "penalty" in trackers:
-            metrics.append(trackers["penalty"])
+        for group in ("penalty", "skipped"):
+            if group in trackers:
+                metrics.append(trackers[group])
         for metric_list in trackers.get("task", {}).values():
             metrics.extend(metric_list)
         unique = []
@@ -242,9 +261,18 @@ class MultiTaskModel(keras.Model):
     # -- loss and metrics -----------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, _, _, _ = self._compute_losses(y, y_pred, sample_weight, training)
+        return total
+
+    def _compute_losses(self, y, y_pred, sample_weight, training, track_weights=True):
+        """Returns `(total, losses, present, extra)`: the total as Keras wants
+        it (divided by the replicas), the per-task losses (each replica's
+        estimate of the global-batch masked mean, times `loss_weight`), their
+        presence (1.0 if the global batch has a known label) and the
+        soft-sharing penalty plus regularisation losses (None if none)."""
         y = self.check_label_structure(y)
         sample_weights = self._sample_weights_by_task(sample_weight)
-        replicas = _replicas_in_sync()
+        replicas = replicas_in_sync()
         losses, present = {}, {}
         for task in self._tasks:
             labels = _assert_no_nan_class_labels(task, y[task.name])
@@ -261,25 +289,32 @@ class MultiTaskModel(keras.Model):
                 # Shards hold different numbers of known labels: scale each
                 # replica's masked mean so that the mean over replicas is the
                 # masked mean of the global batch (exact for linear weightings).
-                global_count = _all_reduce_sum(count)
+                global_count = all_reduce_sum(count)
                 mean = ops.divide_no_nan(mean * count * replicas, global_count)
             losses[task.name] = mean * task.loss_weight
             present[task.name] = ops.cast(global_count > 0, "float32")
         total = self.weighting(losses, present, training=training)
-        if self._mtl_metrics:
-            for i, name in enumerate(self.task_names):
-                self._mtl_metrics["weight"][name].update_state(
-                    self.weighting.task_weights[i]
-                )
+        if self._mtl_metrics and track_weights:
+            self._track_weights()
+        extra = None
         if self.soft_sharing:
-            penalty = self.soft_sharing_penalty()
-            total = total + penalty
+            extra = self.soft_sharing_penalty()
             if "penalty" in self._mtl_metrics:
-                self._mtl_metrics["penalty"].update_state(penalty)
+                self._mtl_metrics["penalty"].update_state(extra)
         if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+            regularization = ops.sum(
+                ops.stack([ops.cast(v, "float32") for v in self.losses])
+            )
+            extra = regularization if extra is None else extra + regularization
+        if extra is not None:
+            total = total + extra
         # As Keras' own compute_loss: gradients are summed over replicas.
-        return total / replicas if replicas > 1 else total
+        total = total / replicas if replicas > 1 else total
+        return total, losses, present, extra
+
+    def _track_weights(self):
+        for i, name in enumerate(self.task_names):
+            self._mtl_metrics["weight"][name].update_state(self.weighting.task_weights[i])
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y = self.check_label_structure(y)
@@ -389,6 +424,11 @@ class MultiTaskModel(keras.Model):
         # fit() passes private keywords (validation caching) through **kwargs.
         return super().evaluate(**bound.pop("kwargs", {}), **bound)
 
+    def train_step(self, data):
+        if isinstance(self.weighting, GradientBalancer):
+            return self._balanced_train_step(data)
+        return super().train_step(data)
+
     # -- serving --------------------------------------------------------------
 
     def postprocess(self, outputs: dict) -> dict:
@@ -406,6 +446,7 @@ class MultiTaskModel(keras.Model):
             "tasks": [tasks_lib.serialize(t) for t in self._tasks],
             "weighting": keras.saving.serialize_keras_object(self.weighting),
             "soft_sharing": self.soft_sharing,
+            "shared_features": self.shared_features,
         }
 
     @classmethod
@@ -448,17 +489,6 @@ def _is_array_like(value) -> bool:
     return isinstance(value, (np.ndarray, list, tuple)) or (
         tf.is_tensor(value) and tf.executing_eagerly()
     )
-
-
-def _replicas_in_sync() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _all_reduce_sum(value):
-    context = tf.distribute.get_replica_context()
-    if context is None:  # cross-replica context: value is already global
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def _assert_no_nan_class_labels(task, labels):

@@ -29,7 +29,9 @@ def hard_sharing(
             task-specific layers built by hand.
         tasks: the tasks; each builds its head (and its `hidden_layers`) on the
             shared features.
-        weighting: how task losses combine. Defaults to `Equal()`.
+        weighting: how the tasks combine: a loss weighting or a gradient
+            balancer (e.g. `mtl.weighting.PCGrad(rep_grad=True)`). Defaults to
+            `Equal()`.
         name: the model's name.
 
     Returns:
@@ -54,6 +56,15 @@ def hard_sharing(
                 "Give one feature tensor per task, or a single shared tensor."
             )
         outputs = {t.name: t.build_head(shared[t.name]) for t in tasks}
+        features = None  # no one shared representation
     else:
         outputs = {t.name: t.build_head(shared) for t in tasks}
-    return MultiTaskModel(inputs, outputs, name=name, tasks=tasks, weighting=weighting)
+        features = shared  # what a rep-grad balancer differentiates against
+    return MultiTaskModel(
+        inputs,
+        outputs,
+        name=name,
+        tasks=tasks,
+        weighting=weighting,
+        shared_features=features,
+    )

@@ -1,8 +1,16 @@
 """Loss-level task weighting layers (one file per method)."""
 
+from kerasmtl.weighting.aligned_mtl import AlignedMTL
 from kerasmtl.weighting.base import LossWeighting
+from kerasmtl.weighting.cagrad import CAGrad
 from kerasmtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from kerasmtl.weighting.geometric_loss_strategy import GeometricLossStrategy
+from kerasmtl.weighting.gradient_balancer import GradientBalancer
+from kerasmtl.weighting.gradnorm import GradNorm
+from kerasmtl.weighting.imtl import IMTL
+from kerasmtl.weighting.mgda import MGDA
+from kerasmtl.weighting.nash_mtl import NashMTL
+from kerasmtl.weighting.pcgrad import PCGrad
 from kerasmtl.weighting.random_loss_weighting import RandomLossWeighting
 from kerasmtl.weighting.static import Equal, Static
 from kerasmtl.weighting.uncertainty import Uncertainty
@@ -15,4 +23,12 @@ __all__ = [
     "DynamicWeightAverage",
     "RandomLossWeighting",
     "GeometricLossStrategy",
+    "GradientBalancer",
+    "GradNorm",
+    "PCGrad",
+    "MGDA",
+    "CAGrad",
+    "IMTL",
+    "NashMTL",
+    "AlignedMTL",
 ]

@@ -1,0 +1,291 @@
+"""The train step of gradient balancers (PCGrad, MGDA, ...), a mixin of
+`MultiTaskModel`.
+
+Loss-level weightings keep Keras' own `train_step`; a `GradientBalancer` needs
+one gradient per task, so `MultiTaskModel.train_step` calls
+`_balanced_train_step` here (see its docstring for what goes where). Kept apart
+from `model.py` so that the model's wiring reads on its own. TensorFlow-specific
+by design (DESIGN.md: gradient balancers' train step).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasmtl.autograph import skip_autograph
+from kerasmtl.weighting import GradientBalancer
+
+
+class GradientBalancingMixin:
+    """`MultiTaskModel`'s gradient-balancer machinery: the shared
+    representation for `rep_grad=True`, and the balanced train step."""
+
+
+    def _set_shared_features(self, shared_features):
+        """Records the shared representation as `{"layer", "index"}` and, for
+        a rep-grad balancer, a functional view returning it with the outputs."""
+        config = shared_features
+        if shared_features is not None and not isinstance(shared_features, dict):
+            history = getattr(shared_features, "_keras_history", None)
+            if history is None:
+                raise ValueError(
+                    "Invalid value for argument `shared_features`. Expected a Keras "
+                    "tensor of this model's graph (the trunk's output). Received: "
+                    f"{shared_features!r}"
+                )
+            config = {"layer": history.operation.name, "index": history.tensor_index}
+        object.__setattr__(self, "shared_features", config)
+        object.__setattr__(self, "_features_model", None)
+        balancer = self.weighting
+        if not (isinstance(balancer, GradientBalancer) and balancer.rep_grad):
+            return
+        if config is None:
+            raise ValueError(
+                f"{type(balancer).__name__}(rep_grad=True) balances the gradients "
+                "w.r.t. the shared representation, but the model does not know it. "
+                "Build the model with mtl.sharing.hard_sharing, or pass "
+                "MultiTaskModel(..., shared_features=<the trunk's output tensor>)."
+            )
+        nodes = [
+            node
+            for depth_nodes in self._nodes_by_depth.values()
+            for node in depth_nodes
+            if node.operation.name == config["layer"]
+        ]
+        if len(nodes) != 1:
+            raise ValueError(
+                f"shared_features names layer '{config['layer']}', which is called "
+                f"{len(nodes)} times in model '{self.name}'. Give the output of a "
+                "layer called exactly once (e.g. wrap it in keras.layers.Identity)."
+            )
+        features = nodes[0].output_tensors[config["index"]]
+        view = keras.Model(self._inputs_struct, (self._outputs_struct, features))
+        object.__setattr__(self, "_features_model", view)
+
+    @skip_autograph
+    def _balanced_train_step(self, data):
+        """One step of a gradient balancer.
+
+        - Parameter mode: one backward per task (T `tape.gradient` calls, which
+          measured faster on CPU than a pfor Jacobian). A variable that gets a
+          gradient from two or more task losses is shared (decided from the
+          graph at trace time) and gets the balanced update; any other
+          variable gets the sum of its task gradients (its own task's).
+        - `rep_grad=True`: one backward per task through its head to the
+          shared representation z, then one backward through the trunk with
+          the balanced gradient of z. Variables upstream of z get that; all
+          others their task gradients (only the trunk should feed z).
+        - The soft-sharing penalty and regularisation losses are not balanced:
+          their gradient is added to the update, as weight decay would be.
+        - Distribution: the balancer sees the global batch's per-task
+          gradients (all-reduced, or the all-reduced Gram matrix of z's
+          gradients), so the update equals the single-device one.
+        - Mixed precision: gradients are unscaled before balancing and the
+          update rescaled, so `LossScaleOptimizer` unscales and checks it.
+        - A task with no known label in the global batch, or a zero gradient,
+          is left out of the balance. A non-finite gradient or loss, or no
+          task left, skips the step: weights, optimizer state and
+          `optimizer.iterations` are unchanged (under mixed_float16 the
+          `LossScaleOptimizer` skips it, and lowers its scale), and
+          `balancer/skipped_steps` counts it.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        balancer = self.weighting
+        replicas = replicas_in_sync()
+        variables = list(self.trainable_variables)
+        with tf.GradientTape(persistent=True) as tape:
+            if balancer.rep_grad:
+                y_pred, features = self._features_model(x, training=True)
+            else:
+                y_pred, features = self(x, training=True), None
+            total, losses, present, extra = self._compute_losses(
+                y, y_pred, sample_weight, training=True, track_weights=False
+            )
+            scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            # One scalar per task, made inside the tape (a slice taken outside
+            # it would not be watched).
+            scaled = [losses[n] / replicas * scale for n in self.task_names]
+            if extra is not None:
+                extra = extra / replicas * scale
+        loss_tracker = getattr(self, "_loss_tracker", None)
+        if loss_tracker is not None:
+            batch = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+            loss_tracker.update_state(total * replicas, sample_weight=batch)
+
+        if balancer.rep_grad:
+            grads, matrix, apply_update = self._rep_gradients(
+                tape, scaled, features, variables, scale
+            )
+        else:
+            grads, matrix, apply_update = self._parameter_gradients(
+                tape, scaled, variables, scale, replicas
+            )
+        if extra is not None:
+            extra_grads = tape.gradient(extra, variables)
+            grads = [_add(g, e) for g, e in zip(grads, extra_grads)]
+        del tape
+
+        shares = tf.stack([losses[n] for n in self.task_names]) / replicas
+        gram = tf.matmul(matrix, matrix, transpose_b=True)
+        global_losses = shares
+        if replicas > 1:
+            if balancer.rep_grad:
+                gram = all_reduce_sum(gram)
+            global_losses = all_reduce_sum(shares)
+        unbalanced_bad = tf.add_n(
+            [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads
+             if g is not None] + [tf.constant(0.0)]
+        )
+        if replicas > 1:
+            unbalanced_bad = all_reduce_sum(unbalanced_bad)
+        finite = (
+            tf.reduce_all(tf.math.is_finite(gram))
+            & tf.reduce_all(tf.math.is_finite(global_losses))
+            & tf.equal(unbalanced_bad, 0.0)
+        )
+        gram = tf.where(finite, gram, tf.zeros_like(gram))
+        global_losses = tf.where(finite, global_losses, tf.zeros_like(global_losses))
+        present_vec = tf.stack([present[n] for n in self.task_names])
+        active = (present_vec > 0) & (tf.linalg.diag_part(gram) > 0)
+        weights = balancer.weights_from_gram(
+            gram, global_losses, active, self.optimizer.iterations
+        )
+        ok = finite & tf.reduce_any(active) & tf.reduce_all(tf.math.is_finite(weights))
+        grads = apply_update(grads, weights)
+        self._apply_unless_skipped(ok, grads, variables)
+        balancer.update_state(gram, global_losses, active, weights, ok)
+        if "weight" in self._mtl_metrics:
+            self._track_weights()
+            self._mtl_metrics["skipped"].update_state(1.0 - tf.cast(ok, tf.float32))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _parameter_gradients(self, tape, scaled, variables, scale, replicas):
+        per_task = [tape.gradient(scaled[t], variables) for t in range(len(self._tasks))]
+        users = [sum(g[i] is not None for g in per_task) for i in range(len(variables))]
+        shared = [i for i, n in enumerate(users) if n >= 2]
+        if not shared:
+            raise ValueError(
+                f"{type(self.weighting).__name__} balances the gradients of shared "
+                f"parameters, but no variable of model '{self.name}' gets a gradient "
+                "from two or more task losses. Use a loss weighting, or a model with "
+                "a shared trunk (mtl.sharing.hard_sharing)."
+            )
+        grads = [
+            None if users[i] >= 2 else _add_all([g[i] for g in per_task])
+            for i in range(len(variables))
+        ]
+        rows = [
+            tf.concat(
+                [tf.reshape(_zeros_if_none(g[i], variables[i]), [-1]) for i in shared], 0
+            )
+            for g in per_task
+        ]
+        matrix = tf.stack(rows) / scale
+        if replicas > 1:
+            matrix = all_reduce_sum(matrix)
+
+        def apply_update(grads, weights):
+            update = tf.linalg.matvec(matrix, weights, transpose_a=True)
+            update = update * scale / replicas  # the optimizer sums replicas
+            sizes = [int(np.prod(variables[i].shape)) for i in shared]
+            for i, part in zip(shared, tf.split(update, sizes)):
+                part = tf.reshape(part, variables[i].shape)
+                grads[i] = part if grads[i] is None else grads[i] + part
+            return grads
+
+        return grads, matrix, apply_update
+
+    def _rep_gradients(self, tape, scaled, features, variables, scale):
+        upstream = [g is not None for g in tape.gradient(features, variables)]
+        others = [i for i, up in enumerate(upstream) if not up]
+        rows, grads = [], [None] * len(variables)
+        for t in range(len(self._tasks)):
+            grad_z, *task_grads = tape.gradient(
+                scaled[t], [features, *(variables[i] for i in others)]
+            )
+            rows.append(tf.reshape(tf.cast(_zeros_if_none(grad_z, features), "float32"), [-1]))
+            for i, g in zip(others, task_grads):
+                grads[i] = _add(grads[i], g)
+        matrix = tf.stack(rows) / scale
+        trunk = [i for i, up in enumerate(upstream) if up]
+
+        def apply_update(grads, weights):
+            if not trunk:
+                return grads
+            balanced = tf.linalg.matvec(matrix, weights, transpose_a=True) * scale
+            balanced = tf.cast(tf.reshape(balanced, tf.shape(features)), features.dtype)
+            trunk_grads = tape.gradient(
+                features, [variables[i] for i in trunk], output_gradients=balanced
+            )
+            for i, g in zip(trunk, trunk_grads):
+                grads[i] = _add(grads[i], g)
+            return grads
+
+        return grads, matrix, apply_update
+
+    def _apply_unless_skipped(self, ok, grads, variables):
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        grads, variables = [p[0] for p in pairs], [p[1] for p in pairs]
+        optimizer = self.optimizer
+        if not optimizer.built:
+            optimizer.build(self.trainable_variables)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Its own finiteness check skips the step (and lowers the scale).
+            nan = tf.constant(np.nan, tf.float32)
+            optimizer.apply([tf.where(ok, g, tf.cast(nan, g.dtype)) for g in grads], variables)
+            return
+
+        def apply():
+            optimizer.apply(grads, variables)
+
+        if not tf.distribute.has_strategy() or (
+            tf.__internal__.distribute.strategy_supports_no_merge_call()
+        ):
+            tf.cond(ok, apply, lambda: None)
+            return
+
+        def in_cross_replica(distribution, ok, grads):
+            ok = distribution.experimental_local_results(ok)[0]
+
+            def apply_each():
+                distribution.extended.call_for_each_replica(
+                    optimizer.apply, args=(grads, variables)
+                )
+
+            tf.cond(ok, apply_each, lambda: None)
+
+        tf.distribute.get_replica_context().merge_call(
+            in_cross_replica, args=(ok, grads)
+        )
+
+
+def replicas_in_sync() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _add(a, b):
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _add_all(values):
+    total = None
+    for value in values:
+        total = _add(total, value)
+    return total
+
+
+def _zeros_if_none(grad, like):
+    if grad is not None:
+        return grad
+    return tf.zeros_like(like) if tf.is_tensor(like) else tf.zeros(like.shape, like.dtype)
+
+
+def all_reduce_sum(value):
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: value is already global
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

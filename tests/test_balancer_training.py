@@ -1,0 +1,223 @@
+"""MultiTaskModel.train_step with gradient balancers: the update against one
+computed by hand from per-task gradients, shared vs task-specific variables,
+rep_grad, skipped steps, errors; MirroredStrategy and mixed precision in a
+subprocess (logical devices and policies must be set before TF starts)."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasmtl as mtl
+from harness import run_model_saving_test
+
+X = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+Y = {
+    "a": np.array([0, 1, 2, 0, 1, 2, 0, 1]),
+    "b": np.linspace(-1, 1, 8).astype("float32")[:, None],
+}
+
+
+def build(weighting, units=3):
+    keras.utils.set_random_seed(0)
+    tasks = [mtl.tasks.Classification("a", 3), mtl.tasks.Regression("b")]
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(units, activation="tanh", name="trunk")(inputs)
+    model = mtl.sharing.hard_sharing(inputs, shared, tasks, weighting=weighting)
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    return model
+
+
+def manual_step(model, balancer):
+    """The expected new weights: per-task gradients by tape, `aggregate` on the
+    trunk's (or on the representation's), task gradients on the heads."""
+    trunk = model.get_layer("trunk")
+    features = keras.Model(model.input, (model.output, trunk.output))
+    with tf.GradientTape(persistent=True) as tape:
+        outputs, z = features(X, training=True)
+        losses = [
+            model.get_task(n).masked_loss(Y[n], outputs[n])[0] for n in model.task_names
+        ]
+    trunk_vars = trunk.trainable_variables
+    expected = {}
+    for var in model.trainable_variables:
+        if any(var is v for v in trunk_vars):
+            continue
+        grads = [tape.gradient(loss, var) for loss in losses]
+        expected[var.path] = var.numpy() - sum(g for g in grads if g is not None).numpy()
+    if balancer.rep_grad:
+        rows = np.stack([tape.gradient(loss, z).numpy().ravel() for loss in losses])
+        balanced = balancer.aggregate(rows, [float(v) for v in losses])
+        trunk_grads = tape.gradient(
+            z, trunk_vars, output_gradients=tf.reshape(balanced, z.shape)
+        )
+    else:
+        per_task = [tape.gradient(loss, trunk_vars) for loss in losses]
+        rows = np.stack([np.concatenate([g.numpy().ravel() for g in p]) for p in per_task])
+        update = balancer.aggregate(rows, [float(v) for v in losses]).numpy()
+        sizes = np.cumsum([int(np.prod(v.shape)) for v in trunk_vars])[:-1]
+        trunk_grads = [
+            u.reshape(v.shape) for u, v in zip(np.split(update, sizes), trunk_vars)
+        ]
+    for var, grad in zip(trunk_vars, trunk_grads):
+        expected[var.path] = var.numpy() - np.asarray(grad)
+    return expected
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: mtl.weighting.PCGrad(),
+        lambda: mtl.weighting.MGDA(rep_grad=True),
+        lambda: mtl.weighting.NashMTL(),
+    ],
+    ids=["pcgrad", "mgda_rep", "nash"],
+)
+def test_step_equals_update_by_hand(make):
+    model = build(make())
+    expected = manual_step(model, make())
+    logs = model.train_on_batch(X, Y, return_dict=True)
+    for var in model.trainable_variables:
+        np.testing.assert_allclose(var.numpy(), expected[var.path], atol=1e-5, err_msg=var.path)
+    assert logs["balancer/skipped_steps"] == 0.0
+    assert int(model.optimizer.iterations) == 1
+
+
+def test_weights_logged_trains_and_saves(tmp_path):
+    model = build(mtl.weighting.GradNorm(rep_grad=True))
+    history = model.fit(X, Y, epochs=2, batch_size=4, verbose=0).history
+    assert {"weight/a", "weight/b", "loss/a", "balancer/skipped_steps"} <= set(history)
+    np.testing.assert_allclose(history["weight/a"][-1] + history["weight/b"][-1], 2.0, rtol=1e-4)
+    assert history["weight/a"][-1] != 1.0  # GradNorm learned its weights
+    loaded = run_model_saving_test(model, X, tmp_path)
+    assert loaded.weighting.rep_grad and loaded.shared_features == {"layer": "trunk", "index": 0}
+    np.testing.assert_allclose(loaded.weighting.task_weights, model.weighting.task_weights)
+
+
+def test_nan_step_is_skipped_and_counted():
+    model = build(mtl.weighting.PCGrad())
+    before = [v.numpy() for v in model.trainable_variables]
+    bad = dict(Y, b=np.full((8, 1), np.inf, "float32"))  # an infinite loss
+    logs = model.train_on_batch(X, bad, return_dict=True)
+    assert logs["balancer/skipped_steps"] == 1.0
+    assert int(model.optimizer.iterations) == 0
+    for a, b in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    logs = model.train_on_batch(X, Y, return_dict=True)  # and training goes on
+    assert int(model.optimizer.iterations) == 1 and np.isfinite(logs["loss"])
+
+
+def test_task_without_labels_is_left_out():
+    model = build(mtl.weighting.MGDA())
+    missing = dict(Y, b=np.full((8, 1), np.nan, "float32"))
+    logs = model.train_on_batch(X, missing, return_dict=True)
+    assert logs["balancer/skipped_steps"] == 0.0
+    assert logs["weight/a"] == 1.0 and logs["weight/b"] == 0.0
+
+
+def test_errors():
+    inputs = keras.Input((4,))
+    tasks = [mtl.tasks.Regression("a"), mtl.tasks.Regression("b")]
+    outputs = {t.name: t.build_head(keras.layers.Dense(2)(inputs)) for t in tasks}
+    with pytest.raises(ValueError, match=r"rep_grad=True\).*does not know it.*shared_features"):
+        mtl.MultiTaskModel(inputs, outputs, tasks=tasks, weighting=mtl.weighting.PCGrad(rep_grad=True))
+    with pytest.raises(ValueError, match="two or more tasks; it was given 1"):
+        mtl.sharing.hard_sharing(inputs, inputs, tasks[:1], weighting=mtl.weighting.IMTL())
+    # towers with nothing shared: nothing to balance
+    model = mtl.MultiTaskModel(inputs, outputs, tasks=tasks, weighting=mtl.weighting.PCGrad())
+    model.compile(optimizer="sgd")
+    y = {"a": np.zeros((8, 1), "float32"), "b": np.zeros((8, 1), "float32")}
+    with pytest.raises(ValueError, match="no variable of model .* gets a gradient from two"):
+        model.train_on_batch(X, y)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    import kerasmtl as mtl
+    from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+
+    x, y = synthetic_tabular(16, missing_rate=0.2, seed=0)
+    y["size"][:8] = np.nan      # replica 0's shard has no size label at all
+    makers = {
+        "pcgrad": lambda: mtl.weighting.PCGrad(),
+        "mgda_rep": lambda: mtl.weighting.MGDA(rep_grad=True),
+        "cagrad": lambda: mtl.weighting.CAGrad(),
+        "imtl_rep": lambda: mtl.weighting.IMTL(rep_grad=True),
+        "aligned": lambda: mtl.weighting.AlignedMTL(),
+        "nash": lambda: mtl.weighting.NashMTL(),
+        "gradnorm": lambda: mtl.weighting.GradNorm(),
+    }
+
+    def build(make):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        shared = keras.layers.Dense(4, activation="relu")(inputs)
+        return mtl.sharing.hard_sharing(
+            inputs, shared, synthetic_tabular_tasks(), weighting=make())
+
+    def diff(a, b):
+        return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
+
+    out = {}
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for name, make in makers.items():
+        single = build(make)
+        single.compile(optimizer=keras.optimizers.SGD(0.5))
+        start = single.get_weights()
+        single.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        with strategy.scope():
+            dist = build(make)
+            dist.set_weights(start)
+            dist.compile(optimizer=keras.optimizers.SGD(0.5))
+        dist.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        out[name] = {"mirrored": diff(single.get_weights(), dist.get_weights()),
+                     "step": diff(single.get_weights(), start)}
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        for name, make in makers.items():
+            model = build(make)
+            model.compile(optimizer="adam")
+            logs = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+            out[name][policy] = {
+                "finite": all(np.isfinite(v).all() for v in model.get_weights()),
+                "iterations": int(model.optimizer.iterations),
+                "skipped": logs["balancer/skipped_steps"][-1],
+            }
+        keras.mixed_precision.set_global_policy("float32")
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def subprocess_results():
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.large
+@pytest.mark.parametrize(
+    "name", ["pcgrad", "mgda_rep", "cagrad", "imtl_rep", "aligned", "nash", "gradnorm"]
+)
+def test_mirrored_and_mixed_precision(subprocess_results, name):
+    result = subprocess_results[name]
+    assert result["step"] > 1e-3 and result["mirrored"] < 1e-5, result
+    for policy in ("mixed_float16", "mixed_bfloat16"):
+        assert result[policy]["finite"], result
+        assert result[policy]["iterations"] + 0 >= 1, result
