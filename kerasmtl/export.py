@@ -6,19 +6,29 @@ and returns every task's raw output (`species`) and serving post-processing
 (`species_prediction`). The graph holds only TensorFlow ops, so TF Serving (a
 C++ server) and `tf.saved_model.load` without kerasmtl installed can run it.
 
+Image inputs get an adapter: the signature takes uint8 images of any size
+and channel count, converts them to the model's channels, pads them to the
+backbone's size multiple, and crops image-shaped outputs back (see
+`export_saved_model`). Other inputs are passed through unchanged.
+
 This module is TensorFlow-specific by design (see DESIGN.md).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from kerasmtl.layers.backbones import ImageRescaling
 from kerasmtl.model import MultiTaskModel
 
 SIGNATURE_NAME = "serving_default"  # the signature TF Serving calls by default
@@ -26,7 +36,11 @@ _TEMP_PREFIX = ".tmp-export-"  # hidden, so a base-path scan ignores it
 
 
 def export_saved_model(
-    model: MultiTaskModel, path: str | os.PathLike, version: int | None = None
+    model: MultiTaskModel,
+    path: str | os.PathLike,
+    version: int | None = None,
+    *,
+    image_inputs: str | Sequence[str] | None = "auto",
 ) -> str:
     """Exports `model` as a TF Serving SavedModel under `path/<version>/`.
 
@@ -36,6 +50,22 @@ def export_saved_model(
     each task's raw output under the task's name plus every entry of
     `model.postprocess(...)` (e.g. `<task>_prediction`). The model runs with
     `training=False`.
+
+    Image inputs are served as uint8 `[batch, height, width, channels]`
+    with height, width and channels of any size. Before the model runs, an
+    image is converted to the model's channels (grayscale, and gray+alpha, to
+    RGB by repeating the gray channel; RGBA to RGB by dropping the alpha
+    channel, not by blending), then zero-padded at the bottom and right up to
+    the input's size multiple (32 for `kerasmtl.layers.image_trunk`). Outputs
+    that are image-shaped (their height and width are the padded input's
+    divided by an integer stride, such as a segmentation map or a CenterNet
+    heat map) are cropped back to `ceil(height / stride)` x
+    `ceil(width / stride)` of the original image; which outputs those are is
+    found at export time by running the model on two probe sizes. Since the
+    padding is at the bottom and right, boxes keep the original pixel
+    coordinates; outputs named `...boxes` with a last axis of 4 (xyxy pixels)
+    are clipped to the original image. With several image inputs, outputs
+    are cropped to the first one's size.
 
     The version directory appears atomically: the SavedModel is written to a
     hidden temporary directory in `path` and renamed into place, so a server
@@ -48,6 +78,11 @@ def export_saved_model(
             holding only earlier exports (integer-named version directories).
         version: int or None. The version to write. Defaults to `None`: one
             more than the highest existing version, or 1.
+        image_inputs: `"auto"`, a list of input names, or None. The inputs
+            served as images. `"auto"`: the inputs read by a
+            `kerasmtl.layers.ImageRescaling` layer (padded to its
+            `size_multiple`), and rank-4 uint8 inputs (not padded). None or
+            `[]`: no image input. Defaults to `"auto"`.
 
     Returns:
         The path of the written version directory, as a str.
@@ -72,8 +107,9 @@ def export_saved_model(
         )
     path = os.fspath(path)
     version = _resolve_version(path, version)
-    input_specs = _input_specs(model)
-    serve = _serving_function(model)
+    images = _image_inputs(model, image_inputs)
+    input_specs = _input_specs(model, images)
+    serve = _serving_function(model, images)
 
     os.makedirs(path, exist_ok=True)
     version_dir = os.path.join(path, str(version))
@@ -140,7 +176,74 @@ def _input_names(model: MultiTaskModel) -> list[str]:
     return [t.name for t in model.inputs]
 
 
-def _input_specs(model: MultiTaskModel) -> list[tf.TensorSpec]:
+@dataclass(frozen=True)
+class _ImageInput:
+    """An input served as images: where it is among the model's flat inputs,
+    the channels and dtype the model takes, and the size multiple."""
+
+    index: int
+    name: str
+    channels: int | None
+    dtype: str
+    multiple: int
+
+
+def _image_inputs(model: MultiTaskModel, image_inputs) -> list[_ImageInput]:
+    names = _input_names(model)
+    if image_inputs is None:
+        return []
+    multiples = _rescaling_multiples(model)
+    if isinstance(image_inputs, str) and image_inputs == "auto":
+        chosen = [
+            i for i, t in enumerate(model.inputs)
+            if i in multiples or (len(t.shape) == 4 and t.dtype == "uint8")
+        ]
+    else:
+        if isinstance(image_inputs, str) or not all(
+                isinstance(n, str) for n in image_inputs):
+            raise ValueError(
+                "Invalid value for argument `image_inputs` of export_saved_model. "
+                "Expected 'auto', None or a list of input names from "
+                f"{names}. Received: image_inputs={image_inputs!r}"
+            )
+        unknown = sorted(set(image_inputs) - set(names))
+        if unknown:
+            raise ValueError(
+                f"`image_inputs` names {unknown}, which are not inputs of model "
+                f"'{model.name}'; its inputs are {names}."
+            )
+        chosen = [names.index(n) for n in image_inputs]
+    result = []
+    for i in chosen:
+        tensor = model.inputs[i]
+        if len(tensor.shape) != 4:
+            raise ValueError(
+                f"Input '{names[i]}' of model '{model.name}' has shape "
+                f"{tuple(tensor.shape)}; an image input must be (batch, height, "
+                "width, channels)."
+            )
+        result.append(_ImageInput(i, names[i], tensor.shape[-1], str(tensor.dtype),
+                                  multiples.get(i, 1)))
+    return result
+
+
+def _rescaling_multiples(model: MultiTaskModel) -> dict[int, int]:
+    """`{input index: size multiple}` for inputs read by an ImageRescaling."""
+    input_ops = [t._keras_history.operation for t in model.inputs]
+    found = {}
+    for layer in model.layers:
+        if not isinstance(layer, ImageRescaling):
+            continue
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                op = tensor._keras_history.operation
+                if any(op is known for known in input_ops):
+                    i = next(j for j, known in enumerate(input_ops) if op is known)
+                    found[i] = max(found.get(i, 1), layer.size_multiple)
+    return found
+
+
+def _input_specs(model: MultiTaskModel, images=()) -> list[tf.TensorSpec]:
     names = _input_names(model)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -149,26 +252,120 @@ def _input_specs(model: MultiTaskModel) -> list[tf.TensorSpec]:
             "inputs need unique names. Give each keras.Input a distinct `name`."
         )
     # Batch size left open: a server batches requests as it pleases.
-    return [
+    specs = [
         tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=name)
         for name, t in zip(names, model.inputs, strict=True)
     ]
+    for image in images:
+        # Any channel count: the adapter converts to the model's channels.
+        shape = model.inputs[image.index].shape
+        specs[image.index] = tf.TensorSpec((None, shape[1], shape[2], None), tf.uint8,
+                                           name=image.name)
+    return specs
 
 
-def _serving_function(model: MultiTaskModel):
+def _model_outputs(model: MultiTaskModel, flat_inputs) -> dict:
+    """Raw outputs (under each task's `raw_output_name`) and post-processing."""
+    inputs = keras.tree.pack_sequence_as(model.input, list(flat_inputs))
+    raw = model(inputs, training=False)
+    outputs = {task.raw_output_name: raw[task.name] for task in model.tasks}
+    for key, value in model.postprocess(raw).items():
+        if key in outputs:
+            raise ValueError(
+                f"Serving output '{key}' of model '{model.name}' is both a raw "
+                "output and a post-processing output; rename the task."
+            )
+        outputs[key] = value
+    return outputs
+
+
+def _serving_function(model: MultiTaskModel, images=()):
     """Returns `serve(*inputs) -> {output_name: tensor}` for the signature."""
+    if not images:
+        return lambda *flat_inputs: _model_outputs(model, flat_inputs)
+    strides = _output_strides(model, images)
 
     def serve(*flat_inputs):
-        inputs = keras.tree.pack_sequence_as(model.input, list(flat_inputs))
-        raw = model(inputs, training=False)
-        outputs = {task.raw_output_name: raw[task.name] for task in model.tasks}
-        for key, value in model.postprocess(raw).items():
-            if key in outputs:
-                raise ValueError(
-                    f"Serving output '{key}' of model '{model.name}' is both a raw "
-                    "output and a post-processing output; rename the task."
-                )
-            outputs[key] = value
+        flat = list(flat_inputs)
+        for image in images:
+            x = _convert_channels(flat[image.index], image)
+            if image is images[0]:
+                size = tf.shape(x)[1:3]
+            flat[image.index] = tf.cast(_pad_to_multiple(x, image.multiple), image.dtype)
+        outputs = _model_outputs(model, flat)
+        for key, stride in strides.items():
+            crop = (size + stride - 1) // stride  # ceil(size / stride)
+            outputs[key] = outputs[key][:, : crop[0], : crop[1]]
+        for key, value in outputs.items():
+            if key.endswith("boxes") and value.shape.rank == 3 and value.shape[-1] == 4:
+                height, width = tf.unstack(tf.cast(size, value.dtype))
+                outputs[key] = tf.clip_by_value(
+                    value, 0.0, tf.stack([width, height, width, height]))
         return outputs
 
     return serve
+
+
+def _convert_channels(images, image: _ImageInput):
+    channels = tf.shape(images)[-1]
+    target = image.channels
+    if target not in (1, 3):  # no conversion defined: the count must match
+        return images if target is None else tf.ensure_shape(
+            images, (None, None, None, target))
+    check = tf.debugging.Assert(
+        tf.logical_and(channels >= 1, channels <= 4),
+        [f"Input '{image.name}' takes images with 1 (gray), 2 (gray+alpha), 3 (RGB) "
+         "or 4 (RGBA) channels; received", channels])
+    with tf.control_dependencies([check]):
+        images = tf.identity(images)
+    if target == 3:
+        images = tf.cond(channels < 3,
+                         lambda: tf.tile(images[..., :1], [1, 1, 1, 3]),
+                         lambda: images[..., :3])
+    else:
+        images = tf.cond(
+            channels < 3, lambda: images[..., :1],
+            lambda: tf.cast(tf.round(tf.image.rgb_to_grayscale(
+                tf.cast(images[..., :3], tf.float32))), images.dtype))
+    return tf.ensure_shape(images, (None, None, None, target))
+
+
+def _pad_to_multiple(images, multiple: int):
+    if multiple == 1:
+        return images
+    size = tf.shape(images)[1:3]
+    pad = (multiple - size % multiple) % multiple
+    return tf.pad(images, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
+
+
+def _output_strides(model: MultiTaskModel, images) -> dict[str, int]:
+    """`{output: stride}` for image-shaped outputs: those whose height and width
+    are the input's divided by one integer stride at two probe sizes."""
+    multiple = math.lcm(*(image.multiple for image in images))
+    shapes = []
+    for rows, cols in ((3, 5), (4, 7)):
+        size = (rows * multiple, cols * multiple)
+        flat = [_probe(t) for t in model.inputs]
+        for image in images:
+            flat[image.index] = np.zeros((1, *size, image.channels or 3), image.dtype)
+        outputs = _model_outputs(model, flat)
+        shapes.append((size, {k: tuple(v.shape) for k, v in outputs.items()}))
+    strides = {}
+    (size_a, out_a), (size_b, out_b) = shapes
+    for key, shape_a in out_a.items():
+        shape_b = out_b[key]
+        if len(shape_a) < 3 or 0 in shape_a[1:3] or 0 in shape_b[1:3]:
+            continue
+        ratios = {size_a[0] / shape_a[1], size_a[1] / shape_a[2],
+                  size_b[0] / shape_b[1], size_b[1] / shape_b[2]}
+        if len(ratios) == 1 and float(next(iter(ratios))).is_integer():
+            strides[key] = int(next(iter(ratios)))
+    return strides
+
+
+def _probe(tensor):
+    """A zero batch of one for a non-image input (unknown sizes as 1)."""
+    shape = [1, *(d or 1 for d in tensor.shape[1:])]
+    if tensor.dtype == "string":
+        return tf.fill(shape, "")
+    return tf.zeros(shape, tensor.dtype)

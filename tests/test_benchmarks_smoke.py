@@ -48,3 +48,18 @@ def test_tagging_quick_prints_the_comparison_table():
         assert re.search(rf"^{label}\s+\S+\s+\S+\s+\d+\s+\d+\s+[\d.]+$", out, re.M), out
     assert re.search(r"^step time ratio .* = \d+\.\d+$", out, re.M), out
     assert out.rstrip().splitlines()[-1].startswith("verdict: UPOS"), out
+
+
+@pytest.mark.large
+def test_vision_smoke_prints_the_comparison_table():
+    out = run_benchmark("vision.py", "--smoke")
+    assert re.search(r"^Δm \(multi-task vs single-task.*= [+-]\d+\.\d+%$", out, re.M), out
+    assert re.search(r"^step time ratio multi-task .* = \d+\.\d+", out, re.M), out
+    assert re.search(r"^verdict: mAP@\.50", out, re.M), out
+
+
+@pytest.mark.large
+def test_balancers_quick_prints_the_ratio_table_and_quality():
+    out = run_benchmark("balancers.py", "--quick")
+    assert re.search(r"^pcgrad\s+\d+\.\d+", out, re.M), out
+    assert "== quality" in out, out

@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
-NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+# Over a minute even in smoke mode (three vision models traced, trained, exported).
+LARGE = {"vision"}
+NOTEBOOKS = [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.large] if p.stem in LARGE else [])
+    for p in sorted(TUTORIALS.glob("*.ipynb"))
+]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS)
 def test_tutorial_runs(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

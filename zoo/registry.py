@@ -31,6 +31,10 @@ class ZooEntry:
     # `data(spec, *, batch_size, seed) -> zoo.training.TrainingData`: the
     # training recipe behind `kerasmtl train NAME --data SPEC`; None if none.
     data: Callable | None = None
+    # `evaluate(model, dev) -> {task: {metric: value}}`: data-set metrics
+    # Keras' evaluate cannot stream (box mAP), added to `kerasmtl train`'s and
+    # `kerasmtl evaluate`'s dev report; None if none.
+    evaluate: Callable | None = None
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -41,16 +45,20 @@ def register_model(
     *,
     example_data: Callable | None = None,
     data: Callable | None = None,
+    evaluate: Callable | None = None,
 ):
     """Registers a factory under its function name; usable with or without
-    arguments. `data` is the model's data function (see `zoo.training`)."""
+    arguments. `data` is the model's data function (see `zoo.training`);
+    `evaluate` adds data-set metrics to its dev report."""
 
     def register(factory: Callable) -> Callable:
         name = factory.__name__
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"A zoo model named '{name}' is already registered.")
         doc = inspect.getdoc(factory) or ""
-        _REGISTRY[name] = ZooEntry(name, factory, example_data, doc.split("\n")[0], data)
+        _REGISTRY[name] = ZooEntry(
+            name, factory, example_data, doc.split("\n")[0], data, evaluate
+        )
         return factory
 
     return register(fn) if fn is not None else register

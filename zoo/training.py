@@ -88,7 +88,7 @@ def train_zoo_model(
     x, y = _split(data.train)
     history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
                         validation_data=data.dev, verbose=2)
-    report = mtl.evaluation.task_report(model, *_split(data.dev))
+    report = _dev_report(name, model, data.dev)
     print_fn("dev set:")
     for task_name, metrics in report.items():
         values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
@@ -130,6 +130,7 @@ def compare_zoo_model(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
         batch_size=batch_size, optimizer=optimizer, seed=seed)
     print_fn("multi-task model on dev:")
+    _add_zoo_metrics(name, comparison.multi_task_model, data.dev, comparison.mtl_report)
     for task_name, metrics in comparison.mtl_report.items():
         values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         print_fn(f"  {task_name:8s} {values}")
@@ -137,6 +138,20 @@ def compare_zoo_model(
     print_fn(f"multi-task vs single-task ({epochs} epochs each):")
     print_fn(comparison.table())
     return comparison
+
+
+def _dev_report(name: str, model, dev) -> dict:
+    report = mtl.evaluation.task_report(model, *_split(dev))
+    return _add_zoo_metrics(name, model, dev, report)
+
+
+def _add_zoo_metrics(name: str, model, dev, report: dict) -> dict:
+    """Adds the zoo entry's data-set metrics (e.g. box mAP) to `report`."""
+    evaluate = get_entry(name).evaluate
+    if evaluate is not None and model is not None:
+        for task_name, values in evaluate(model, dev).items():
+            report.setdefault(task_name, {}).update(values)
+    return report
 
 
 def _build(name: str, data: TrainingData, tasks, weighting):

@@ -2,6 +2,7 @@
 multi-label heads, detection head, experts' gates, cross-stitch units, task
 attention, text, positions)."""
 
+from kerasmtl.layers.backbones import ImageRescaling, image_trunk
 from kerasmtl.layers.crf import CRF
 from kerasmtl.layers.cross_stitch_unit import CrossStitch
 from kerasmtl.layers.detection import CenterNetHead
@@ -18,10 +19,12 @@ __all__ = [
     "CharacterEncoder",
     "CrossStitch",
     "ExpertGate",
+    "ImageRescaling",
     "LabelAttentionHead",
     "Lowercase",
     "MultiLabelOutput",
     "PositionEmbedding",
     "TaskAttention",
     "TransformerEncoderBlock",
+    "image_trunk",
 ]

@@ -1,0 +1,98 @@
+"""SavedModel export of a detection + segmentation model: the uint8 image
+signature (any size, gray and RGBA), cropping back to the input size, and the
+numbers against the in-process model."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasmtl as mtl
+import zoo
+
+TINY = {"widths": (4, 4, 4, 4), "fpn_channels": 4, "head_channels": 4,
+        "max_detections": 8, "score_threshold": 0.0}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("det_seg_resnet_fpn", **TINY)
+    path = mtl.export.export_saved_model(model, tmp_path_factory.mktemp("vision"))
+    return model, tf.saved_model.load(path).signatures["serving_default"]
+
+
+def _images(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_signature_takes_uint8_images_of_any_size(exported):
+    _, signature = exported
+    _, specs = signature.structured_input_signature
+    assert list(specs) == ["image"]
+    assert specs["image"].dtype == tf.uint8
+    assert specs["image"].shape.as_list() == [None, None, None, None]
+    out = signature(image=tf.constant(_images((2, 50, 70, 3))))
+    expected = {
+        "segmentation": ([2, 50, 70], tf.int32),
+        "segmentation_logits": ([2, 50, 70, 4], tf.float32),
+        # The raw heat map, cropped to ceil(50 / 4) x ceil(70 / 4) cells.
+        "detection": ([2, 13, 18, 7], tf.float32),
+        "detection_boxes": ([2, 8, 4], tf.float32),
+        "detection_scores": ([2, 8], tf.float32),
+        "detection_classes": ([2, 8], tf.int32),
+        "num_detections": ([2], tf.int32),
+    }
+    assert {k: (v.shape.as_list(), v.dtype) for k, v in out.items()} == expected
+    boxes = out["detection_boxes"].numpy()
+    assert boxes.min() >= 0 and boxes[..., 0::2].max() <= 70 and boxes[..., 1::2].max() <= 50
+
+
+def test_gray_and_rgba_are_converted(exported):
+    _, signature = exported
+    gray = _images((1, 40, 33, 1), seed=1)
+    from_gray = signature(image=tf.constant(gray))
+    from_rgb = signature(image=tf.constant(np.repeat(gray, 3, axis=-1)))
+    rgb = _images((1, 40, 33, 3), seed=2)
+    rgba = np.concatenate([rgb, _images((1, 40, 33, 1), seed=3)], axis=-1)
+    from_rgba = signature(image=tf.constant(rgba))
+    from_rgb2 = signature(image=tf.constant(rgb))
+    for key in from_rgb:
+        np.testing.assert_array_equal(from_gray[key], from_rgb[key], err_msg=key)
+        np.testing.assert_array_equal(from_rgba[key], from_rgb2[key], err_msg=key)
+    assert from_gray["segmentation"].shape == (1, 40, 33)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"1 \(gray\).*4 \(RGBA\)"):
+        signature(image=tf.zeros((1, 32, 32, 5), tf.uint8))
+
+
+def test_divisible_image_matches_the_model(exported):
+    model, signature = exported
+    images = _images((2, 64, 96, 3), seed=4)
+    got = {k: v.numpy() for k, v in signature(image=tf.constant(images)).items()}
+    raw = model.predict({"image": images.astype("float32")}, verbose=0)
+    expected = {"detection": raw["detection"], "segmentation_logits": raw["segmentation"]}
+    expected.update({k: np.asarray(v) for k, v in model.postprocess(raw).items()})
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+def test_image_inputs_argument(tmp_path):
+    image = keras.Input((None, None, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(image)
+    model = mtl.sharing.hard_sharing(image, x, [mtl.tasks.Regression("brightness")])
+    # No ImageRescaling and a float input: served unchanged by default ...
+    signature = tf.saved_model.load(
+        mtl.export.export_saved_model(model, tmp_path / "plain")
+    ).signatures["serving_default"]
+    assert signature.structured_input_signature[1]["image"].dtype == tf.float32
+    # ... and as uint8 images when named (no padding: no size multiple known).
+    signature = tf.saved_model.load(
+        mtl.export.export_saved_model(model, tmp_path / "named", image_inputs=["image"])
+    ).signatures["serving_default"]
+    out = signature(image=tf.fill((1, 5, 7, 1), tf.constant(10, tf.uint8)))
+    assert signature.structured_input_signature[1]["image"].dtype == tf.uint8
+    assert out["brightness"].shape == (1, 1)
+    with pytest.raises(ValueError, match=r"names \['photo'\].*inputs are \['image'\]"):
+        mtl.export.export_saved_model(model, tmp_path / "bad", image_inputs=["photo"])
+    assert not (tmp_path / "bad").exists()

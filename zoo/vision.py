@@ -1,0 +1,281 @@
+"""Joint object detection + semantic segmentation on one image trunk.
+
+- `det_seg_resnet_fpn`: image (0..255, any size divisible by 32) -> a small
+  ResNet -> FPN-lite neck -> one stride-4 feature map read by a CenterNet-style
+  `Detection` head (class heat maps, box sizes, centre offsets; in-graph
+  NMS) and a `Segmentation` head (per-pixel logits at input resolution).
+
+`kerasmtl.layers.image_trunk(backbone="mobilenet_v2")` builds the same trunk on
+`keras.applications.MobileNetV2`; it is not registered here: its 150-odd layers
+make tracing (and the zoo test) about twice as slow as the small ResNet, and
+it has not been measured on the shapes.
+
+Recipes (`kerasmtl train NAME --data SPEC`): `shapes` (synthetic coloured
+shapes, `kerasmtl.data.synthetic_shapes`), a COCO-format folder, or a
+DSB-2018-style nuclei folder (one folder per image holding `images/` and
+`masks/`). `vision_metrics` scores COCO mAP (`DetectionEvaluator`) and mIoU
+in one eager pass; `vision_report` adds them to `task_report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import kerasmtl as mtl
+from kerasmtl.data.coco import is_coco_folder, read_coco_folder
+from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_folder
+from kerasmtl.data.shapes import synthetic_shapes
+from kerasmtl.data.vision import vision_dataset
+from kerasmtl.layers.backbones import image_trunk
+from kerasmtl.metrics.detection import DetectionEvaluator
+from kerasmtl.metrics.segmentation import confusion_matrix, iou_from_confusion
+from kerasmtl.tasks.detection import Detection
+from kerasmtl.tasks.segmentation import Segmentation
+from zoo.registry import register_model
+from zoo.training import TrainingData
+
+DETECTION, SEGMENTATION = "detection", "segmentation"
+SHAPES_IMAGE_SIZE = (64, 64)  # the tuned size: shapes stay visible, CPU is quick
+SHAPES_TRAIN, SHAPES_DEV = 2000, 400  # images of the `shapes` recipe
+
+
+# -- tasks ---------------------------------------------------------------------
+
+
+def det_seg_tasks(
+    num_classes: int = 3,
+    seg_classes: int | None = None,
+    *,
+    max_boxes: int = 16,
+    max_detections: int = 16,
+    score_threshold: float = 0.05,
+    head_channels: int = 64,
+    ignore_class: int | None = None,
+) -> list[mtl.tasks.Task]:
+    """The zoo's two tasks: `Detection("detection")` and
+    `Segmentation("segmentation")` (`seg_classes` defaults to
+    `num_classes + 1`: background, then one class per detection class)."""
+    seg_classes = num_classes + 1 if seg_classes is None else seg_classes
+    return [
+        Detection(DETECTION, num_classes, stride=4, max_boxes=max_boxes,
+                  max_detections=max_detections, score_threshold=score_threshold,
+                  head_channels=head_channels),
+        Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=4,
+                     head_channels=head_channels),
+    ]
+
+
+# -- data ----------------------------------------------------------------------
+
+
+def _example():
+    data = synthetic_shapes(2, image_size=SHAPES_IMAGE_SIZE, seed=1)
+    x, y = next(iter(vision_dataset(data, batch_size=2, max_boxes=16)))
+    return {"image": x["image"].numpy()}, {
+        DETECTION: {k: v.numpy() for k, v in y[DETECTION].items()},
+        SEGMENTATION: y[SEGMENTATION].numpy()}
+
+
+def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
+                image_size: tuple[int, int] | None = None,
+                dev_fraction: float = 0.2, num_images: int | None = None) -> TrainingData:
+    """The training recipe: `spec` is `"shapes"`, a COCO-format folder or a
+    DSB-2018-style nuclei folder; returns `zoo.training.TrainingData`.
+
+    Args:
+        spec: str. `"shapes"`: `SHAPES_TRAIN` + `SHAPES_DEV` synthetic
+            images of `SHAPES_IMAGE_SIZE`. A folder `kerasmtl.data.coco`
+            recognises (annotations.json + images/, or annotations/
+            instances_<split>.json). A folder of `<id>/images/<id>.png` +
+            `<id>/masks/*.png` (Kaggle DSB 2018 stage 1).
+        batch_size: int. Defaults to `16`.
+        seed: int. Seeds the dev split, the shuffle and the random crops.
+            Defaults to `0`.
+        image_size: `(height, width)` or None: the training crop (folders
+            only; multiples of 32). Defaults to `None`: 64x64 for shapes,
+            256x256 for folders.
+        dev_fraction: float. Share of a folder's images held out for dev.
+            Defaults to `0.2`.
+        num_images: int or None. Synthetic images in all (`"shapes"` only).
+            Defaults to `None`: `SHAPES_TRAIN + SHAPES_DEV`.
+
+    Returns:
+        `TrainingData` whose `train` and `dev` are `tf.data.Dataset`s.
+    """
+    if spec == "shapes":
+        size = tuple(image_size or SHAPES_IMAGE_SIZE)
+        total = num_images or SHAPES_TRAIN + SHAPES_DEV
+        data = synthetic_shapes(total, image_size=size, seed=seed)
+        source = f"synthetic shapes {size[0]}x{size[1]}"
+        fit = "crop"
+    elif Path(spec).is_dir() and is_coco_folder(spec):
+        data = read_coco_folder(spec)
+        size, source, fit = tuple(image_size or (256, 256)), f"COCO folder {spec}", "resize"
+    elif Path(spec).is_dir() and is_instance_mask_folder(spec):
+        data = read_instance_mask_folder(spec)
+        size, source, fit = tuple(image_size or (256, 256)), f"nuclei folder {spec}", "crop"
+    else:
+        raise ValueError(
+            f"--data '{spec}' is not a vision data set the det_seg models read. Pass "
+            "'shapes' (synthetic), a COCO folder (annotations.json + images/, or "
+            "annotations/instances_<split>.json + the images), or a DSB-2018 nuclei "
+            "folder (<id>/images/<id>.png and <id>/masks/*.png per image)."
+        )
+    train, dev = data.split(dev_fraction, seed=seed)
+    max_boxes = max(16, 8 * math.ceil(data.stats()["max_boxes_per_image"] / 8))
+    common = {"batch_size": batch_size, "max_boxes": max_boxes, "image_size": size,
+              "fit": fit}
+    train_ds = vision_dataset(train, shuffle=True, seed=seed, **common)
+    dev_ds = vision_dataset(dev, **common)
+    kwargs = {"num_classes": data.num_classes, "seg_classes": data.num_mask_classes,
+              "max_boxes": max_boxes, "max_detections": max_boxes}
+    summary = (f"{source}: {len(train)} train / {len(dev)} dev images ({size[0]}x"
+               f"{size[1]}), classes {data.class_names}, up to {max_boxes} boxes")
+    return TrainingData(train_ds, dev_ds, det_seg_tasks(**kwargs), kwargs, summary)
+
+
+# -- models --------------------------------------------------------------------
+
+
+def _build(name, backbone, tasks, num_classes, seg_classes, image_size, widths,
+           blocks, fpn_channels, alpha, head_channels, max_boxes, max_detections,
+           score_threshold, ignore_class, weighting):
+    if tasks is None:
+        tasks = det_seg_tasks(num_classes, seg_classes, max_boxes=max_boxes,
+                              max_detections=max_detections,
+                              score_threshold=score_threshold,
+                              head_channels=head_channels, ignore_class=ignore_class)
+    tasks = list(tasks)
+    shape = (None, None, 3) if image_size is None else (*map(int, image_size), 3)
+    image = keras.Input(shape, name="image")
+    features = image_trunk(image, backbone=backbone, widths=tuple(widths),
+                           blocks=tuple(blocks), fpn_channels=fpn_channels, alpha=alpha)
+    # A dict input: the vision pipelines yield `{"image": ...}`, and the
+    # export's signature input is named by the key.
+    return mtl.sharing.hard_sharing({"image": image}, features, tasks,
+                                    weighting=weighting, name=name)
+
+
+def _dev_metrics(model, dev):
+    return vision_metrics(model, dev)  # defined below, with the other reports
+
+
+@register_model(example_data=_example, data=vision_data, evaluate=_dev_metrics)
+def det_seg_resnet_fpn(
+    num_classes: int = 3,
+    seg_classes: int | None = None,
+    *,
+    image_size: tuple[int, int] | None = None,
+    widths: Sequence[int] = (16, 32, 64, 128),
+    blocks: Sequence[int] = (1, 1, 1, 1),
+    fpn_channels: int = 64,
+    head_channels: int = 64,
+    max_boxes: int = 16,
+    max_detections: int = 16,
+    score_threshold: float = 0.05,
+    ignore_class: int | None = None,
+    weighting: mtl.weighting.LossWeighting | None = None,
+    tasks: Sequence[mtl.tasks.Task] | None = None,
+) -> mtl.MultiTaskModel:
+    """Detection + segmentation on a small ResNet + FPN-lite trunk (input `"image"`).
+
+    Input: `{"image": [B, H, W, 3]}`, uint8 or float 0..255, H and W
+    multiples of 32 (the model rescales; the SavedModel export takes uint8
+    images of any size and pads them). Outputs: `"detection"` `[B, H/4, W/4,
+    num_classes + 4]` (CenterNet heat-map logits, box size, centre offset)
+    and `"segmentation"` `[B, H, W, seg_classes]` logits. `postprocess`
+    gives `detection_boxes` (xyxy pixels), `detection_scores`,
+    `detection_classes`, `num_detections` and the `segmentation` class map.
+
+    Args:
+        num_classes: int. Detection classes. Defaults to `3` (the synthetic
+            shapes: square, disk, triangle).
+        seg_classes: int or None. Segmentation classes, background included.
+            Defaults to `None`: `num_classes + 1`.
+        image_size: `(height, width)` or None. A fixed input size, or None for
+            any size divisible by 32. Defaults to `None`.
+        widths: 4 ints. ResNet stage widths (strides 4, 8, 16, 32). Defaults
+            to `(16, 32, 64, 128)`: on 64x64 shapes wider stages did not pay
+            for their CPU time.
+        blocks: 4 ints. Residual blocks per stage. Defaults to `(1, 1, 1, 1)`.
+        fpn_channels: int. Channels of the neck's stride-4 map. Defaults to `64`.
+        head_channels: int. Channels of each head's 3x3 convolution. Defaults
+            to `64`.
+        max_boxes: int. Rows of the box labels. Defaults to `16`.
+        max_detections: int. Boxes kept after NMS. Defaults to `16`.
+        score_threshold: float. Detections scoring less are dropped. Defaults
+            to `0.05`.
+        ignore_class: int or None. A mask value to ignore besides -1 (e.g. 255
+            for VOC). Defaults to `None`.
+        weighting: loss weighting. Defaults to `Equal()`.
+        tasks: the tasks, or None for both (`det_seg_tasks(...)`). Pass one of
+            them for a single-task baseline with the same trunk.
+
+    Examples:
+
+    >>> from zoo import create_model
+    >>> model = create_model("det_seg_resnet_fpn", widths=(4, 4, 4, 4),
+    ...                      fpn_channels=4, head_channels=4)
+    >>> model.task_names
+    ['detection', 'segmentation']
+    """
+    return _build("det_seg_resnet_fpn", "resnet_lite", tasks, num_classes, seg_classes,
+                  image_size, widths, blocks, fpn_channels, 0.35, head_channels,
+                  max_boxes, max_detections, score_threshold, ignore_class, weighting)
+
+
+# -- evaluation ----------------------------------------------------------------
+
+
+def vision_metrics(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
+    """COCO mAP of each `Detection` task and mIoU of each `Segmentation` task,
+    from one eager pass over `dataset` (nothing is traced or compiled).
+
+    Args:
+        model: a `MultiTaskModel` (compiled or not).
+        dataset: `tf.data.Dataset` of `(x, {task: labels})` batches.
+
+    Returns:
+        `{task: {metric: value}}`: detection tasks get `"map"`
+        (mAP@[.50:.95]), `"map_50"` and `"map_75"`; segmentation tasks get
+        `"mean_iou"` (classes absent from labels and predictions left out)
+        and `"pixel_accuracy"`, over known pixels.
+    """
+    detection = {t.name: DetectionEvaluator(prefix=t.name) for t in model.tasks
+                 if isinstance(t, Detection)}
+    segmentation = {t.name: (t, np.zeros((t.num_classes, t.num_classes)))
+                    for t in model.tasks if isinstance(t, Segmentation)}
+    for x, y in dataset:
+        raw = model(x, training=False)
+        predictions = model.postprocess(raw)
+        for name, evaluator in detection.items():
+            evaluator.update({k: np.asarray(v) for k, v in y[name].items()}, predictions)
+        for name, (task, matrix) in segmentation.items():
+            matrix += confusion_matrix(np.asarray(y[name]), np.asarray(predictions[name]),
+                                       task.num_classes, task.ignore_class)
+    report = {}
+    for name, evaluator in detection.items():
+        result = evaluator.result()
+        report[name] = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
+    for name, (_, matrix) in segmentation.items():
+        iou = iou_from_confusion(matrix)
+        report[name] = {
+            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+            "pixel_accuracy": float(np.trace(matrix) / max(matrix.sum(), 1.0))}
+    return report
+
+
+def vision_report(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
+    """`mtl.evaluation.task_report` (losses and training metrics of a compiled
+    model) updated with `vision_metrics` (COCO mAP, mIoU)."""
+    names = model.task_names
+    dataset = dataset.map(lambda x, y: (x, {n: y[n] for n in names}))
+    report = mtl.evaluation.task_report(model, dataset)
+    for name, values in vision_metrics(model, dataset).items():
+        report[name].update(values)
+    return report
