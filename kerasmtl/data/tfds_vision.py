@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
 from kerasmtl.data.vision_augment import STRIDE, finalize_boxes, fit_example
+from kerasmtl.data.vision_pipeline import batch_examples
 
 # Number of "thing" classes of COCO panoptic; they come first in its labels.
 _COCO_PANOPTIC_THINGS = 80
@@ -286,25 +287,9 @@ def _load(
     ds = tf.data.Dataset.zip(ds, seeds).map(
         example, num_parallel_calls=tf.data.AUTOTUNE
     )
-    if size is None:
-        ds = ds.padded_batch(
-            batch_size,
-            padded_shapes=([None, None, 3], [max_boxes, 4], [max_boxes], [None, None]),
-            padding_values=(0.0, 0.0, -1, -1),
-        )
-    else:
-        ds = ds.batch(batch_size)
-
-    @skip_autograph
-    def to_dicts(image, boxes, classes, mask):
-        labels = {}
-        if detection is not None:
-            labels[detection] = {"boxes": boxes, "classes": classes}
-        if segmentation is not None:
-            labels[segmentation] = mask
-        return {"image": image}, labels
-
-    ds = ds.map(to_dicts).prefetch(tf.data.AUTOTUNE)
+    ds = batch_examples(
+        ds, batch_size, max_boxes, size is None, detection, segmentation
+    )
     return ds, {
         "class_names": class_names,
         "mask_class_names": ["background", *mask_names],

@@ -197,7 +197,26 @@ def vision_dataset(
     else:
         ds = ds.map(skip_autograph(lambda i: (i, tf.zeros([2], tf.int64))))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    if size is None:
+    return batch_examples(
+        ds, batch_size, max_boxes, size is None, detection, segmentation
+    )
+
+
+def batch_examples(
+    ds: tf.data.Dataset,
+    batch_size: int,
+    max_boxes: int,
+    pad: bool,
+    detection: str | None,
+    segmentation: str | None,
+) -> tf.data.Dataset:
+    """Batches `(image, boxes, classes, mask)` examples into the contract's
+    `({"image"}, {detection: {"boxes", "classes"}, segmentation: mask})`.
+
+    With `pad`, images of different sizes are padded bottom/right (pixels 0,
+    mask -1) to the largest in the batch; otherwise they must share a size.
+    """
+    if pad:
         ds = ds.padded_batch(
             batch_size,
             padded_shapes=([None, None, 3], [max_boxes, 4], [max_boxes], [None, None]),
