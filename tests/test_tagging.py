@@ -121,7 +121,7 @@ def test_label_value_errors():
         pos.check_label_values(np.array([[0, 5, 7, -1], [5, 1, 1, 1]]))
     with pytest.raises(ValueError, match=r"'pos'.*\[-2\]"):
         pos.check_label_values(np.array([[-2, 0]]))
-    with pytest.raises(ValueError, match=r"'pos'.*not integer tag ids"):
+    with pytest.raises(ValueError, match=r"'pos'.*not integer ids"):
         pos.check_label_values(np.array([[0.5, 1.0]]))
     with pytest.raises(ValueError, match=r"'pos'.*shape \(None,\).*\(batch, time\)"):
         pos.check_label_values(np.array([0, 1]))

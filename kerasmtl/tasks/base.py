@@ -160,6 +160,24 @@ class Task:
         """Eager check of a numpy batch of labels; raises ValueError if invalid."""
         self.check_label_shape((None, *np.shape(labels)[1:]))
 
+    def check_integer_labels(self, labels: np.ndarray, unit: str = "position") -> None:
+        """Raises a ValueError if float `labels` hold NaN or fractions: class,
+        tag and pixel ids are integers, and -1 (not NaN) marks them missing."""
+        if labels.dtype.kind != "f":
+            return
+        nan = np.isnan(labels)
+        if nan.any():
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) contain NaN at "
+                f"{int(nan.sum())} {unit}(s). NaN marks a missing *float* label; "
+                f"integer ids use -1. {self.label_help()}"
+            )
+        if not np.all(labels == np.round(labels)):
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) are not integer ids "
+                f"(found fractions). {self.label_help()}"
+            )
+
     def standardize_labels(self, y):
         """Returns `(labels, mask)`: labels reshaped to the output's rank with
         missing entries replaced by a harmless value, and a float mask that is

@@ -72,18 +72,7 @@ class Classification(Task):
     def check_label_values(self, labels):
         super().check_label_values(labels)
         labels = np.asarray(labels)
-        if labels.dtype.kind == "f":
-            if np.isnan(labels).any():
-                raise ValueError(
-                    f"Labels for task '{self.name}' (classification) contain NaN "
-                    f"at {int(np.isnan(labels).sum())} position(s). NaN marks a "
-                    "missing *float* label; class labels use -1."
-                )
-            if not np.all(labels == np.round(labels)):
-                raise ValueError(
-                    f"Labels for task '{self.name}' (classification) are not "
-                    f"integers. {self.label_help()}"
-                )
+        self.check_integer_labels(labels)
         if labels.dtype.kind in "fiu" and labels.size:
             bad = (labels < -1) | (labels >= self.num_classes)
             if bad.any():

@@ -171,17 +171,7 @@ class Segmentation(Task):
     def check_label_values(self, labels):
         super().check_label_values(labels)
         labels = np.asarray(labels)
-        if labels.dtype.kind == "f":
-            if np.isnan(labels).any():
-                raise ValueError(
-                    f"Labels for task '{self.name}' (segmentation) contain NaN at "
-                    f"{int(np.isnan(labels).sum())} pixel(s). {self.label_help()}"
-                )
-            if not np.all(labels == np.round(labels)):
-                raise ValueError(
-                    f"Labels for task '{self.name}' (segmentation) are not "
-                    f"integers. {self.label_help()}"
-                )
+        self.check_integer_labels(labels, unit="pixel")
         known = labels >= 0
         if self.ignore_class is not None:
             known &= labels != self.ignore_class

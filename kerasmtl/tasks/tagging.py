@@ -230,12 +230,7 @@ class Tagging(Task):
     def check_label_values(self, labels):
         super().check_label_values(labels)
         labels = np.asarray(labels)
-        if labels.dtype.kind == "f":
-            if np.isnan(labels).any() or not np.all(labels == np.round(labels)):
-                raise ValueError(
-                    f"Labels for task '{self.name}' (tagging) are not integer tag "
-                    f"ids (found NaN or fractions). {self.label_help()}"
-                )
+        self.check_integer_labels(labels, unit="token")
         if labels.dtype.kind not in "fiu" or not labels.size:
             return
         bad = (labels < -1) | (labels >= self.num_tags)
