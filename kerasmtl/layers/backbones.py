@@ -25,6 +25,10 @@ from keras import ops
 
 STRIDE = 4  # the stride of the trunk's output map
 SIZE_MULTIPLE = 32  # the coarsest backbone stride: image sizes must divide by it
+# Keras' default 0.99 leaves the moving statistics far behind the weights in
+# short CPU trainings (a few hundred steps): on synthetic shapes, after 190
+# steps, inference-mode mIoU was 0.06 where training-mode batch statistics gave 0.21.
+BN_MOMENTUM = 0.9
 BACKBONES = ("resnet_lite", "mobilenet_v2")
 # MobileNetV2 layers whose outputs are at strides 4, 8, 16, 32.
 _MOBILENET_TAPS = (
@@ -183,7 +187,7 @@ def image_trunk(
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
                             use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
