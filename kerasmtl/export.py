@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasmtl.layers.backbones import ImageRescaling
+from kerasmtl.layers.instance_masks import serving_instance_ids
 from kerasmtl.model import MultiTaskModel
 
 SIGNATURE_NAME = "serving_default"  # the signature TF Serving calls by default
@@ -41,6 +42,8 @@ def export_saved_model(
     version: int | None = None,
     *,
     image_inputs: str | Sequence[str] | None = "auto",
+    instance_masks: bool = False,
+    instance_min_score: float = 0.0,
 ) -> str:
     """Exports `model` as a TF Serving SavedModel under `path/<version>/`.
 
@@ -83,6 +86,15 @@ def export_saved_model(
             `kerasmtl.layers.ImageRescaling` layer (padded to its
             `size_multiple`), and rank-4 uint8 inputs (not padded). None or
             `[]`: no image input. Defaults to `"auto"`.
+        instance_masks: bool. Also return `instance_ids`, int32 `[batch,
+            height, width]`: 0 for background, `k` for detection row `k - 1`
+            (each detection box intersected with the segmentation's
+            foreground, overlaps to the higher score; see
+            `kerasmtl.layers.instance_id_map`). Needs exactly one detection and
+            one segmentation task. Defaults to `False`.
+        instance_min_score: float. With `instance_masks`, detections scoring
+            less make no instance (a duplicate that survives NMS would split an
+            object in two). Defaults to `0.0`.
 
     Returns:
         The path of the written version directory, as a str.
@@ -110,6 +122,8 @@ def export_saved_model(
     images = _image_inputs(model, image_inputs)
     input_specs = _input_specs(model, images)
     serve = _serving_function(model, images)
+    if instance_masks:
+        serve = _with_instance_ids(model, serve, instance_min_score)
 
     os.makedirs(path, exist_ok=True)
     version_dir = os.path.join(path, str(version))
@@ -304,6 +318,30 @@ def _serving_function(model: MultiTaskModel, images=()):
         return outputs
 
     return serve
+
+
+def _with_instance_ids(model: MultiTaskModel, serve, min_score: float):
+    """Wraps `serve` to add `instance_ids` from the detection and the
+    segmentation task's post-processed outputs."""
+    kinds = {kind: [t.name for t in model.tasks if t.kind == kind]
+             for kind in ("detection", "segmentation")}
+    if any(len(names) != 1 for names in kinds.values()):
+        raise ValueError(
+            "export_saved_model(instance_masks=True) needs exactly one detection "
+            f"and one segmentation task; model '{model.name}' has detection tasks "
+            f"{kinds['detection']} and segmentation tasks {kinds['segmentation']}."
+            " Export without instance_masks, or build the model with both tasks."
+        )
+    detection, segmentation = kinds["detection"][0], kinds["segmentation"][0]
+
+    def serve_with_instances(*flat_inputs):
+        outputs = serve(*flat_inputs)
+        outputs["instance_ids"] = serving_instance_ids(
+            outputs, detection, segmentation, min_score=min_score
+        )
+        return outputs
+
+    return serve_with_instances
 
 
 def _convert_channels(images, image: _ImageInput):

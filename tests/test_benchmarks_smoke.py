@@ -63,3 +63,9 @@ def test_balancers_quick_prints_the_ratio_table_and_quality():
     out = run_benchmark("balancers.py", "--quick")
     assert re.search(r"^pcgrad\s+\d+\.\d+", out, re.M), out
     assert "== quality" in out, out
+
+
+@pytest.mark.large
+def test_nuclei_smoke_prints_the_table_or_skips():
+    out = run_benchmark("nuclei.py", "--smoke")
+    assert re.search(r"^(verdict: mAP@\.50|skipped: no nuclei data)", out, re.M), out

@@ -96,3 +96,25 @@ def test_image_inputs_argument(tmp_path):
     with pytest.raises(ValueError, match=r"names \['photo'\].*inputs are \['image'\]"):
         mtl.export.export_saved_model(model, tmp_path / "bad", image_inputs=["photo"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_instance_masks_option_adds_instance_ids(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("det_seg_resnet_fpn", **TINY)
+    path = mtl.export.export_saved_model(model, tmp_path / "m", instance_masks=True)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    out = serve(image=tf.constant(_images((1, 45, 77, 3))))
+    ids = out["instance_ids"].numpy()
+    assert out["instance_ids"].dtype == tf.int32 and ids.shape == (1, 45, 77)
+    assert 0 <= ids.min() and ids.max() <= int(out["num_detections"][0])
+    # An instance covers only foreground pixels (segmentation class > 0).
+    assert not (ids[0] > 0)[out["segmentation"].numpy()[0] == 0].any()
+
+
+def test_instance_masks_option_needs_both_tasks(tmp_path):
+    model = zoo.create_model("det_seg_resnet_fpn", tasks=[
+        mtl.tasks.Detection("detection", 3, max_detections=8)], **{
+            k: v for k, v in TINY.items() if k in ("widths", "fpn_channels")})
+    with pytest.raises(ValueError, match=r"exactly one detection and one segmentation"):
+        mtl.export.export_saved_model(model, tmp_path / "m", instance_masks=True)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

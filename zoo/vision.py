@@ -56,15 +56,19 @@ def det_seg_tasks(
     score_threshold: float = 0.05,
     head_channels: int = 64,
     ignore_class: int | None = None,
+    top_k: int | None = None,
 ) -> list[mtl.tasks.Task]:
     """The zoo's two tasks: `Detection("detection")` and
     `Segmentation("segmentation")` (`seg_classes` defaults to
-    `num_classes + 1`: background, then one class per detection class)."""
+    `num_classes + 1`: background, then one class per detection class).
+    `top_k`, the heat-map peaks kept before NMS, defaults to
+    `max(100, 2 * max_detections)` so that NMS, not the peak cut, decides."""
     seg_classes = num_classes + 1 if seg_classes is None else seg_classes
+    top_k = max(100, 2 * max_detections) if top_k is None else top_k
     return [
         Detection(DETECTION, num_classes, stride=4, max_boxes=max_boxes,
                   max_detections=max_detections, score_threshold=score_threshold,
-                  head_channels=head_channels),
+                  head_channels=head_channels, top_k=top_k),
         Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=4,
                      head_channels=head_channels),
     ]

@@ -7,6 +7,7 @@ from kerasmtl.layers.crf import CRF
 from kerasmtl.layers.cross_stitch_unit import CrossStitch
 from kerasmtl.layers.detection import CenterNetHead
 from kerasmtl.layers.expert_gate import ExpertGate
+from kerasmtl.layers.instance_masks import instance_id_map
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
 from kerasmtl.layers.position_embedding import PositionEmbedding
 from kerasmtl.layers.task_attention import TaskAttention
@@ -27,4 +28,5 @@ __all__ = [
     "TaskAttention",
     "TransformerEncoderBlock",
     "image_trunk",
+    "instance_id_map",
 ]
