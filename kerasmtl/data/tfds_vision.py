@@ -46,8 +46,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
-from kerasmtl.data.vision_augment import STRIDE, finalize_boxes, fit_example
-from kerasmtl.data.vision_pipeline import batch_examples
+from kerasmtl.data.vision_augment import STRIDE
+from kerasmtl.data.vision_pipeline import augment_and_fit, batch_examples
 
 # Number of "thing" classes of COCO panoptic; they come first in its labels.
 _COCO_PANOPTIC_THINGS = 80
@@ -269,16 +269,10 @@ def _load(
             mask = tf.identity(mask)
         boxes, classes = _pad(boxes, tf.cast(classes, tf.int32), max_boxes, name, where)
         image = tf.cast(image, tf.float32)
-        seeds = tf.random.experimental.stateless_split(seed_pair, 2)
-        if augment is not None:
-            image, boxes, classes, mask = augment(
-                image, boxes, classes, mask, seed=seeds[0]
-            )
-        image, boxes, classes, mask = fit_example(
-            image, boxes, classes, mask, size, fit, seeds[1] if random_crop else None
+        return augment_and_fit(
+            (image, boxes, classes, mask), missing, seed_pair, augment, size, fit,
+            random_crop,
         )
-        boxes, classes = finalize_boxes(boxes, classes, missing)
-        return image, boxes, classes, mask
 
     if shuffle:
         ds = ds.shuffle(1024 if shuffle is True else int(shuffle), seed=seed)

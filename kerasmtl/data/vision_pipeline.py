@@ -172,16 +172,10 @@ def vision_dataset(
         mask.set_shape([None, None])
         image = tf.cast(image, tf.float32)
         missing = is_missing(boxes)
-        seeds = tf.random.experimental.stateless_split(seed_pair, 2)
-        if augment is not None:
-            image, boxes, classes, mask = augment(
-                image, boxes, classes, mask, seed=seeds[0]
-            )
-        image, boxes, classes, mask = fit_example(
-            image, boxes, classes, mask, size, fit, seeds[1] if random_crop else None
+        return augment_and_fit(
+            (image, boxes, classes, mask), missing, seed_pair, augment, size, fit,
+            random_crop,
         )
-        boxes, classes = finalize_boxes(boxes, classes, missing)
-        return image, boxes, classes, mask
 
     ds = tf.data.Dataset.range(len(data))
     if shuffle:
@@ -200,6 +194,22 @@ def vision_dataset(
     return batch_examples(
         ds, batch_size, max_boxes, size is None, detection, segmentation
     )
+
+
+def augment_and_fit(example, missing, seed_pair, augment, size, fit, random_crop):
+    """Augments one `(image, boxes, classes, mask)` example (if `augment`),
+    fits it to `size` (crop or resize; a random crop when `random_crop`),
+    and re-pads its boxes, keeping a missing label missing. `seed_pair`
+    seeds both random steps statelessly."""
+    image, boxes, classes, mask = example
+    seeds = tf.random.experimental.stateless_split(seed_pair, 2)
+    if augment is not None:
+        image, boxes, classes, mask = augment(image, boxes, classes, mask, seed=seeds[0])
+    image, boxes, classes, mask = fit_example(
+        image, boxes, classes, mask, size, fit, seeds[1] if random_crop else None
+    )
+    boxes, classes = finalize_boxes(boxes, classes, missing)
+    return image, boxes, classes, mask
 
 
 def batch_examples(
