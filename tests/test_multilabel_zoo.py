@@ -167,6 +167,7 @@ def test_cnn_data_functions(tmp_path):
         load_training_data("multilabel_cnn", str(tmp_path / "missing"))
 
 
+@pytest.mark.large  # ~25 s: the benchmark script's own imports and training
 def test_benchmark_quick_prints_the_table_and_the_head_comparison():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     result = subprocess.run(

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
-# Over a minute even in smoke mode (three vision models traced, trained, exported).
-LARGE = {"vision"}
+# Over a minute even in smoke mode on 2 quiet cores (vision: three models traced,
+# trained and exported; tagging: ~90 s, two taggers and their CRFs traced), which
+# the ~15-minute default suite cannot afford; `make test-large` runs them.
+LARGE = {"tagging", "vision"}
 NOTEBOOKS = [
     pytest.param(p, id=p.stem, marks=[pytest.mark.large] if p.stem in LARGE else [])
     for p in sorted(TUTORIALS.glob("*.ipynb"))
