@@ -95,6 +95,8 @@ def test_bad_input():
         )
     with pytest.raises(ValueError, match="one tower per task"):
         mtl.sharing.cross_stitch(x, {"species": tower()}, tasks)
+    with pytest.raises(ValueError, match="task 'size' must be a non-empty list"):
+        mtl.sharing.cross_stitch(x, {"species": tower(), "size": "dense"}, tasks)
     named = [[keras.layers.Dense(2, name="size")], [keras.layers.Dense(2)]]
     with pytest.raises(ValueError, match="task 'size' has the same name as a layer"):
         mtl.sharing.cross_stitch(x, named, tasks)

@@ -179,6 +179,8 @@ def test_bad_input():
         mix([a], strategy="temperature", temperature=0)
     with pytest.raises(ValueError, match="one non-negative number per data set"):
         mix([a], weights=[-1])
+    with pytest.raises(ValueError, match=r"`weights` has keys \['x'\].*\['a', 'c'\]"):
+        mix({"a": a, "c": a}, weights={"x": 1.0})
     with pytest.raises(ValueError, match=r"must yield \(features, \{task: label\}\)"):
         mix([tf.data.Dataset.range(3)])
     with pytest.raises(ValueError, match="task 's'.*dtype string"):

@@ -36,19 +36,31 @@ def test_gate_by_hand():
     np.testing.assert_allclose(mixture, [[2.0, 2.0]], atol=1e-6)
 
 
+def softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def test_gate_per_position_on_sequences_and_pooled_otherwise():
     gate = ExpertGate(3)
     tokens = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
     experts = [np.full((2, 5, 6), float(i), "float32") for i in range(3)]
     mixture, weights = gate([tokens, *experts])
     assert weights.shape == (2, 5, 3) and mixture.shape == (2, 5, 6)
+    kernel, bias = gate.get_weights()
+    np.testing.assert_allclose(weights, softmax(tokens @ kernel + bias), atol=1e-5)
     # Expert i is constant i, so the mixture is the gate's mean expert index.
     expected = np.sum(np.asarray(weights) * np.arange(3), axis=-1)
     np.testing.assert_allclose(mixture[..., 0], expected, atol=1e-5)
     pooled = ExpertGate(3)
-    _, weights = pooled([tokens, *[e[:, 0] for e in experts]])
+    mixture, weights = pooled([tokens, *[e[:, 0] for e in experts]])
     assert weights.shape == (2, 3)
-    np.testing.assert_allclose(np.sum(weights, -1), 1.0, atol=1e-6)
+    # Per-example experts: the gate reads the tokens averaged over positions.
+    kernel, bias = pooled.get_weights()
+    expected = softmax(tokens.mean(1) @ kernel + bias)
+    np.testing.assert_allclose(weights, expected, atol=1e-5)
+    mean_index = expected @ np.arange(3.0)
+    np.testing.assert_allclose(mixture, np.tile(mean_index[:, None], (1, 6)), atol=1e-5)
 
 
 def test_gate_errors():
@@ -114,6 +126,14 @@ def test_ple_levels_and_gate_order():
     shared_names = model.get_layer("shared_gate_1").expert_names
     assert a_names[1:] == shared_names[-2:]  # own expert first, then shared
     assert a_names[0] == shared_names[0]  # task experts in task order
+    # Level 1 reads level 0: a's expert reads a's mixture, the shared experts
+    # the shared gate's mixture (and b's expert b's mixture).
+    mixture = {
+        n: model.get_layer(f"{n}_gate_0").output[0] for n in ("a", "b", "shared")
+    }
+    assert model.get_layer(a_names[0]).input is mixture["a"]
+    assert model.get_layer(shared_names[1]).input is mixture["b"]
+    assert all(model.get_layer(n).input is mixture["shared"] for n in shared_names[-2:])
     x = np.ones((3, 8), "float32")
     assert mtl.sharing.gate_weights(model, x, level=0)["a"].shape == (3, 3)
     with pytest.raises(ValueError, match=r"gate levels \[0, 1, 2\].*level=3"):

@@ -33,6 +33,12 @@ def test_attention_module_masks_the_shared_map():
     mask = np.asarray(mask)
     assert mask.shape == shared.shape and np.all((mask >= 0) & (mask <= 1))
     np.testing.assert_allclose(attended, shared * mask, rtol=1e-6)
+    # With the last 1x1 conv zeroed, the mask is sigmoid(0) = 0.5 everywhere.
+    kernel, bias = module.mask_conv_2.get_weights()
+    module.mask_conv_2.set_weights([np.zeros_like(kernel), np.zeros_like(bias)])
+    attended, mask = module([shared, previous])
+    np.testing.assert_allclose(mask, 0.5)
+    np.testing.assert_allclose(attended, 0.5 * shared, rtol=1e-6)
     # The 8x8 map is pooled by 2 before it is concatenated with the 4x4 one.
     assert module.previous_pool.pool_size == (2, 2)
     assert module.mask_conv_1.kernel.shape == (1, 1, 6, 2)

@@ -219,10 +219,11 @@ def _label_specs(names, sets):
                 specs[task] = (name, spec)
                 continue
             first, known = specs[task]
-            same = tf.nest.map_structure(lambda a, b: a.dtype == b.dtype, known, spec) if (
-                _same_structure(known, spec)
-            ) else False
-            if same is False or not all(tf.nest.flatten(same)):
+            same = _same_structure(known, spec) and all(
+                a.dtype == b.dtype
+                for a, b in zip(tf.nest.flatten(known), tf.nest.flatten(spec))
+            )
+            if not same:
                 raise ValueError(
                     f"Task '{task}' has labels {spec} in data set '{name}' but "
                     f"{known} in data set '{first}'. Labels of one task need the "
@@ -306,12 +307,14 @@ def _probabilities(names, sets, strategy, weights, temperature):
     if strategy == "uniform":
         return np.full(k, 1.0 / k)
     if weights is not None:
-        values = [weights[n] for n in names] if isinstance(weights, Mapping) else weights
-        if isinstance(weights, Mapping) and set(weights) != set(names):
-            raise ValueError(
-                f"`weights` has keys {sorted(weights)}, the data sets are {names}. "
-                "Give one weight per data set."
-            )
+        values = weights
+        if isinstance(weights, Mapping):
+            if set(weights) != set(names):
+                raise ValueError(
+                    f"`weights` has keys {sorted(weights)}, the data sets are "
+                    f"{names}. Give one weight per data set."
+                )
+            values = [weights[n] for n in names]
         values = np.asarray(values, "float64")
         if values.shape != (k,) or np.any(values < 0) or not values.sum() > 0:
             raise ValueError(

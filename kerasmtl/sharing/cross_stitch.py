@@ -96,18 +96,19 @@ def cross_stitch(
             f"indices in [0, {depth - 1}] (the towers have {depth} layers). "
             f"Received: stitch_after={stitch_after!r}"
         )
-    # Validate before any layer is created: a bad value must not leave
+    # Made before any tower layer is called: a bad `self_weight` must not leave
     # half-built graphs behind.
-    CrossStitch(self_weight=self_weight, per_channel=per_channel)
-
+    units = {
+        i: CrossStitch(
+            self_weight=self_weight, per_channel=per_channel, name=f"cross_stitch_{i}"
+        )
+        for i in depths
+    }
     activations = [x] * len(tasks)
     for i in range(depth):
         activations = [layers[i](a) for layers, a in zip(layer_lists, activations)]
-        if i in depths:
-            unit = CrossStitch(
-                self_weight=self_weight, per_channel=per_channel, name=f"cross_stitch_{i}"
-            )
-            activations = unit(activations)
+        if i in units:
+            activations = units[i](activations)
     check_layer_names(builder, inputs, activations, tasks, "towers")
     outputs = {t.name: t.build_head(a) for t, a in zip(tasks, activations)}
     return MultiTaskModel(inputs, outputs, name=name, tasks=tasks, weighting=weighting)
@@ -137,7 +138,7 @@ def _tower_layers(towers, tasks) -> list[list]:
     ]
     seen = set()
     for name, layers in zip(names, layer_lists):
-        if not isinstance(layers, list) or not layers:
+        if not isinstance(layers, list) or not layers or not all(map(callable, layers)):
             raise ValueError(
                 f"cross_stitch: the tower of task '{name}' must be a non-empty list "
                 f"of Keras layers. Received: {layers!r}"

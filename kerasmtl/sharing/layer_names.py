@@ -36,13 +36,12 @@ def check_layer_names(builder: str, inputs, tensors, tasks, argument: str) -> No
         )
 
 
-def check_count(builder: str, argument: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_count(builder: str, argument: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
             f"{builder}: invalid value for argument `{argument}`. Expected an int "
-            f">= {minimum}. Received: {argument}={value!r}"
+            f">= 1. Received: {argument}={value!r}"
         )
-    return value
 
 
 def make_layers(
@@ -99,11 +98,11 @@ def _check_layers(builder: str, argument: str, layers: Sequence) -> None:
         seen.add(id(layer))
 
 
-def tower(task_name: str, tower_layers: Sequence, x, kind: str = "tower"):
+def tower(task_name: str, tower_layers: Sequence, x):
     """Applies copies of `tower_layers` (ints = Dense+ReLU units, or layers
-    copied from their config) named `<task>_<kind>_<i>` to `x`."""
+    copied from their config) named `<task>_tower_<i>` to `x`."""
     for i, spec in enumerate(tower_layers):
-        x = tower_layer(task_name, spec, f"{task_name}_{kind}_{i}")(x)
+        x = tower_layer(task_name, spec, f"{task_name}_tower_{i}")(x)
     return x
 
 

@@ -96,7 +96,9 @@ def mmoe(
     for task in tasks:
         gate = ExpertGate(len(expert_layers), names, name=f"{task.name}_gate_0")
         mixed[task.name] = gate([x, *expert_outputs])[0]
-    return _finish(builder, inputs, mixed, tasks, tower_layers, weighting, name)
+    return _finish(
+        builder, "experts", inputs, mixed, tasks, tower_layers, weighting, name
+    )
 
 
 def cgc(
@@ -223,19 +225,6 @@ def _progressive(
 ):
     tasks = list(tasks)
     x = model_features(builder, inputs, features)
-    if num_levels > 1:
-        specs = [("shared_experts", shared_experts)]
-        if isinstance(task_experts, Mapping):
-            specs += [(f"task_experts['{k}']", v) for k, v in task_experts.items()]
-        else:
-            specs.append(("task_experts", task_experts))
-        for argument, spec in specs:
-            if not callable(spec) or isinstance(spec, keras.layers.Layer):
-                raise ValueError(
-                    f"{builder}: with num_levels={num_levels}, `{argument}` must be "
-                    "a factory `() -> layer`: every level needs new experts. "
-                    f"Received: {spec!r}"
-                )
     if isinstance(task_experts, Mapping):
         missing = [t.name for t in tasks if t.name not in task_experts]
         unknown = sorted(set(task_experts) - {t.name for t in tasks})
@@ -244,6 +233,20 @@ def _progressive(
                 f"{builder}: `task_experts` must have one entry per task "
                 f"{[t.name for t in tasks]}; missing {missing}, unknown {unknown}."
             )
+        task_specs = {
+            t.name: (f"task_experts['{t.name}']", task_experts[t.name]) for t in tasks
+        }
+    else:
+        task_specs = {t.name: ("task_experts", task_experts) for t in tasks}
+    if num_levels > 1:
+        specs = [("shared_experts", shared_experts), *task_specs.values()]
+        for argument, spec in specs:
+            if not callable(spec) or isinstance(spec, keras.layers.Layer):
+                raise ValueError(
+                    f"{builder}: with num_levels={num_levels}, `{argument}` must be "
+                    "a factory `() -> layer`: every level needs new experts. "
+                    f"Received: {spec!r}"
+                )
     task_inputs = {t.name: x for t in tasks}
     shared_input = x
     for level in range(num_levels):
@@ -253,13 +256,9 @@ def _progressive(
         shared_outputs = [e(shared_input) for e in shared_layers]
         mixed, all_layers, all_outputs = {}, [], []
         for task in tasks:
-            spec = task_experts[task.name] if isinstance(task_experts, Mapping) else (
-                task_experts
-            )
+            argument, spec = task_specs[task.name]
             own_layers = make_layers(
-                builder, f"task_experts['{task.name}']" if isinstance(
-                    task_experts, Mapping) else "task_experts",
-                spec, num_task, "num_task_experts",
+                builder, argument, spec, num_task, "num_task_experts"
             )
             own_outputs = [e(task_inputs[task.name]) for e in own_layers]
             layers = own_layers + shared_layers
@@ -277,11 +276,14 @@ def _progressive(
             )
             shared_input = gate([shared_input, *all_outputs, *shared_outputs])[0]
         task_inputs = mixed
-    return _finish(builder, inputs, task_inputs, tasks, tower_layers, weighting, name)
+    return _finish(
+        builder, "shared_experts/task_experts", inputs, task_inputs, tasks,
+        tower_layers, weighting, name,
+    )
 
 
-def _finish(builder, inputs, mixed, tasks, tower_layers, weighting, name):
-    check_layer_names(builder, inputs, mixed.values(), tasks, "experts")
+def _finish(builder, argument, inputs, mixed, tasks, tower_layers, weighting, name):
+    check_layer_names(builder, inputs, mixed.values(), tasks, argument)
     outputs = {}
     for task in tasks:
         outputs[task.name] = task.build_head(tower(task.name, tower_layers, mixed[task.name]))

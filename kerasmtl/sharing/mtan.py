@@ -90,14 +90,22 @@ def mtan(
             "mtan: `shared_blocks` must be a non-empty list of Keras layers or "
             f"models. Received: {shared_blocks!r}"
         )
-    TaskAttention(hidden_channels=attention_channels)  # validates the argument
-
+    # Made before any block is called: a bad `attention_channels` must not
+    # leave half-built graphs behind.
+    modules = {
+        task.name: [
+            TaskAttention(attention_channels, name=f"{task.name}_attention_{j}")
+            for j in range(len(blocks))
+        ]
+        for task in tasks
+    }
     shared = []
     for j, block in enumerate(blocks):
         x = block(x)
         if len(x.shape) != 4:
+            label = getattr(block, "name", block)
             raise ValueError(
-                f"mtan: shared block {j} ({block.name}) outputs shape "
+                f"mtan: shared block {j} ({label}) outputs shape "
                 f"{tuple(x.shape)}; every block must output an image feature map "
                 "(batch, height, width, channels)."
             )
@@ -105,8 +113,7 @@ def mtan(
     attended = {}
     for task in tasks:
         previous = None
-        for j, p in enumerate(shared):
-            module = TaskAttention(attention_channels, name=f"{task.name}_attention_{j}")
+        for module, p in zip(modules[task.name], shared):
             previous = module([p] if previous is None else [p, previous])[0]
         attended[task.name] = previous
     check_layer_names(builder, inputs, attended.values(), tasks, "shared_blocks")
