@@ -87,6 +87,7 @@ def test_fast():
         ({"classes": ("circle", "star")}, r"`classes`.*'star'"),
         ({"classes": ()}, "`classes`"),
         ({"min_size": 20, "max_size": 40}, "max_size=40"),
+        ({"min_size": 12, "max_size": 10}, "min_size <= max_size.*max_size=10"),
         ({"min_objects": 3, "max_objects": 2}, "min_objects=3"),
     ],
 )

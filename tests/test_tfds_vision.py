@@ -245,6 +245,25 @@ def test_crop_shuffle_and_augment_keep_the_label_form():
     boxes = y["detection"]["boxes"].numpy()
     assert np.isnan(boxes).all(axis=(1, 2)).sum() == 1
     assert set(y["detection"]["classes"].numpy()[:, 0].tolist()) <= {0, -1}
+    assert set(np.unique(y["segmentation"])) <= {-1, 0, 1}  # trimap, maybe padded
+
+
+def test_augmentation_is_redrawn_each_epoch_and_seeded():
+    def epochs(count):
+        with hand_made(PET_EXAMPLES):
+            ds, _ = load_tfds_oxford_iiit_pet(
+                "train",
+                batch_size=2,
+                max_boxes=1,
+                image_size=None,
+                augment=VisionAugment(scale=None, seed=3),  # a random h-flip
+            )
+        return [y["detection"]["boxes"].numpy()[0, 0].tolist() for _, y in ds.repeat(count)]
+
+    first = epochs(6)
+    assert first == epochs(6)  # the same seed, the same flips
+    # The head box x 16..24 of the 32-wide image, flipped or not: both occur.
+    assert set(map(tuple, first)) == {(16, 8, 24, 16), (8, 8, 16, 16)}
 
 
 def test_bad_input_errors(capfd):

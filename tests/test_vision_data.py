@@ -76,6 +76,7 @@ _BAD_INPUT = (
         ({"boxes": [np.zeros((2, 4))], "classes": [np.array([0])]},
          r"boxes \(2, 4\) and classes \(1,\)"),
         ({"masks": [None, None]}, "`masks` has 2 entries for 1 images"),
+        ({"ids": ["a", "b"]}, "`ids` has 2 entries for 1 images. Give one id"),
         ({"instance_masks": [np.full((4, 4), 2)], "boxes": [np.ones((1, 4))],
           "classes": [np.array([0])]}, "has id 2 but the image has 1 boxes"),
 )

@@ -128,8 +128,10 @@ def synthetic_shapes(
             "Invalid value for argument `classes`. Expected distinct names from "
             f"{list(SHAPE_CLASSES)}. Received: classes={classes!r}"
         )
-    max_size = min(height, width) // 2 if max_size is None else int(max_size)
-    max_size = max(max_size, min_size)
+    # The default is never below `min_size`; an explicit `max_size` is checked.
+    max_size = (
+        max(min(height, width) // 2, min_size) if max_size is None else int(max_size)
+    )
     if not 1 <= min_size <= max_size <= min(height, width):
         raise ValueError(
             "Invalid shape sizes: expected 1 <= min_size <= max_size <= the "

@@ -46,8 +46,12 @@ import numpy as np
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
-from kerasmtl.data.vision_augment import STRIDE
-from kerasmtl.data.vision_pipeline import augment_and_fit, batch_examples
+from kerasmtl.data.vision_pipeline import (
+    augment_and_fit,
+    batch_examples,
+    check_pipeline_args,
+    zip_seed_pairs,
+)
 
 # Number of "thing" classes of COCO panoptic; they come first in its labels.
 _COCO_PANOPTIC_THINGS = 80
@@ -238,7 +242,7 @@ def _load(
     classes after background (None: the class names; "all": every name)."""
     import tensorflow_datasets as tfds
 
-    _check_args(batch_size, max_boxes, image_size, fit, detection, segmentation)
+    check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segmentation)
     ds, info = tfds.load(
         name,
         split=split,
@@ -276,9 +280,7 @@ def _load(
 
     if shuffle:
         ds = ds.shuffle(1024 if shuffle is True else int(shuffle), seed=seed)
-    augment_seed = seed if augment is None or augment.seed is None else augment.seed
-    seeds = tf.data.Dataset.random(seed=augment_seed).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds).map(
+    ds = zip_seed_pairs(ds, seed, augment).map(
         example, num_parallel_calls=tf.data.AUTOTUNE
     )
     ds = batch_examples(
@@ -362,27 +364,3 @@ def _panoptic_to_semantic(panoptic_image, segment_ids, labels):
     found = tf.gather(known, position) == tf.reshape(ids, [-1])
     semantic = tf.where(found, tf.gather(values, position), -1)
     return tf.reshape(semantic, tf.shape(ids))
-
-
-def _check_args(batch_size, max_boxes, image_size, fit, detection, segmentation):
-    for arg, value in (("batch_size", batch_size), ("max_boxes", max_boxes)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(
-                f"Invalid value for argument `{arg}`. Expected an int >= 1. "
-                f"Received: {arg}={value!r}"
-            )
-    if fit not in ("crop", "resize"):
-        raise ValueError(
-            f"Invalid value for argument `fit`. Expected 'crop' or 'resize'. Received: fit={fit!r}"
-        )
-    if image_size is not None and (
-        len(image_size) != 2 or any(int(s) < 1 or int(s) % STRIDE for s in image_size)
-    ):
-        raise ValueError(
-            "Invalid value for argument `image_size`. Expected None or (height, width), "
-            f"both positive multiples of {STRIDE}. Received: image_size={image_size!r}"
-        )
-    if detection is None and segmentation is None:
-        raise ValueError(
-            "`detection` and `segmentation` are both None: name at least one task."
-        )

@@ -109,7 +109,10 @@ class VisionData:
                 )
             setattr(self, field, value)
         if len(self.ids) != n:
-            raise ValueError(f"VisionData: `ids` has {len(self.ids)} entries for {n} images.")
+            raise ValueError(
+                f"VisionData: `ids` has {len(self.ids)} entries for {n} images. "
+                "Give one id per image, or ids=None for the indices."
+            )
         self.images = [self._image(i, image) for i, image in enumerate(self.images)]
         self.masks = [self._mask(i, m, "masks") for i, m in enumerate(self.masks)]
         self.instance_masks = [

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 # The backbone's coarsest stride: model inputs must have H and W divisible by it.
 STRIDE = 32
-# Number of independent random draws one augmentation makes.
-_NUM_DRAWS = 8
+# Independent random streams split from one augmentation's seed (seeds[0..6]).
+_NUM_DRAWS = 7
 
 
 def finalize_boxes(boxes, classes, missing):
@@ -278,6 +278,15 @@ class VisionAugment:
 
         Returns `(image float32, boxes, classes, mask)`.
         """
+        boxes = tf.convert_to_tensor(boxes, tf.float32)
+        missing = is_missing(boxes)
+        image, boxes, classes, mask = self._transform(image, boxes, classes, mask, seed)
+        boxes, classes = finalize_boxes(boxes, classes, missing)
+        return image, boxes, classes, mask
+
+    def _transform(self, image, boxes, classes, mask, seed=None):
+        """`__call__` without the final `finalize_boxes` (rows left without
+        area stay where they are): for pipelines that finalise once, last."""
         image = tf.cast(tf.convert_to_tensor(image), tf.float32)
         boxes = tf.convert_to_tensor(boxes, tf.float32)
         classes = tf.convert_to_tensor(classes, tf.int32)
@@ -286,7 +295,6 @@ class VisionAugment:
         seeds = tf.random.experimental.stateless_split(
             tf.cast(seed, tf.int64), _NUM_DRAWS
         )
-        missing = is_missing(boxes)
 
         def coin(i):
             return tf.random.stateless_uniform([], seeds[i]) < 0.5
@@ -326,5 +334,4 @@ class VisionAugment:
             image, boxes, classes, mask = crop_example(
                 image, boxes, classes, mask, offset, self.crop_size
             )
-        boxes, classes = finalize_boxes(boxes, classes, missing)
         return image, boxes, classes, mask

@@ -24,13 +24,9 @@ from kerasmtl.data.vision_augment import (
 )
 
 
-def _check_pipeline_args(data, batch_size, max_boxes, image_size, fit, tasks):
-    from kerasmtl.data.vision import VisionData  # here: vision.py imports us
-
-    if not isinstance(data, VisionData):
-        raise ValueError(f"Expected a VisionData. Received: {type(data).__name__}.")
-    if len(data) == 0:
-        raise ValueError("The VisionData is empty; there is nothing to batch.")
+def check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segmentation):
+    """Raises a ValueError for a bad argument shared by `vision_dataset` and
+    the tfds loaders of `kerasmtl.data.tfds_vision`."""
     for name, value in (("batch_size", batch_size), ("max_boxes", max_boxes)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(
@@ -49,10 +45,22 @@ def _check_pipeline_args(data, batch_size, max_boxes, image_size, fit, tasks):
                 f"(height, width), both positive multiples of {STRIDE} (the "
                 f"backbone's coarsest stride). Received: image_size={image_size!r}"
             )
-    if not any(tasks):
+    if detection is None and segmentation is None:
         raise ValueError(
             "`detection` and `segmentation` are both None: name at least one task."
         )
+
+
+def _check_data(data, max_boxes):
+    from kerasmtl.data.vision import VisionData  # here: vision.py imports us
+
+    if not isinstance(data, VisionData):
+        raise ValueError(
+            f"Expected a VisionData. Received: {type(data).__name__}. Build one "
+            "with a reader of kerasmtl.data (e.g. read_coco) or VisionData(...)."
+        )
+    if len(data) == 0:
+        raise ValueError("The VisionData is empty; there is nothing to batch.")
     for i, boxes in enumerate(data.boxes):
         if boxes is not None and len(boxes) > max_boxes:
             raise ValueError(
@@ -65,7 +73,8 @@ def _check_pipeline_args(data, batch_size, max_boxes, image_size, fit, tasks):
         if mask is not None and mask.shape != image.shape[:2]:
             raise ValueError(
                 f"The mask of image {data.ids[i]!r} has shape {mask.shape} but the "
-                f"image is {image.shape[:2]} (H, W)."
+                f"image is {image.shape[:2]} (H, W). Give each mask its image's "
+                "height and width."
             )
 
 
@@ -138,9 +147,8 @@ def vision_dataset(
     >>> y["detection"]["classes"].numpy().tolist()
     [[0, -1], [-1, -1]]
     """
-    _check_pipeline_args(
-        data, batch_size, max_boxes, image_size, fit, (detection, segmentation)
-    )
+    check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segmentation)
+    _check_data(data, max_boxes)
     size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
     random_crop = size is not None and fit == "crop" and shuffle
 
@@ -154,12 +162,7 @@ def vision_dataset(
         mask = data.masks[i]
         if mask is None:
             mask = np.full(image.shape[:2], -1, "int32")
-        return (
-            image,
-            np.asarray(label["boxes"], "float32"),
-            np.asarray(label["classes"], "int32"),
-            mask,
-        )
+        return image, label["boxes"], label["classes"], mask
 
     @skip_autograph
     def example(index, seed_pair):
@@ -182,18 +185,21 @@ def vision_dataset(
         ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    if augment is not None or random_crop:
-        augment_seed = seed if augment is None or augment.seed is None else augment.seed
-        seeds = tf.data.Dataset.random(
-            seed=augment_seed, rerandomize_each_iteration=True
-        ).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds)
-    else:
-        ds = ds.map(skip_autograph(lambda i: (i, tf.zeros([2], tf.int64))))
-    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = zip_seed_pairs(ds, seed, augment).map(
+        example, num_parallel_calls=tf.data.AUTOTUNE
+    )
     return batch_examples(
         ds, batch_size, max_boxes, size is None, detection, segmentation
     )
+
+
+def zip_seed_pairs(ds, seed, augment):
+    """Pairs each element of `ds` with an int64 `[2]` seed for its random
+    steps, drawn anew each epoch from `augment.seed` if set, else `seed`."""
+    if augment is not None and augment.seed is not None:
+        seed = augment.seed
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(ds, seeds.batch(2))
 
 
 def augment_and_fit(example, missing, seed_pair, augment, size, fit, random_crop):
@@ -204,7 +210,10 @@ def augment_and_fit(example, missing, seed_pair, augment, size, fit, random_crop
     image, boxes, classes, mask = example
     seeds = tf.random.experimental.stateless_split(seed_pair, 2)
     if augment is not None:
-        image, boxes, classes, mask = augment(image, boxes, classes, mask, seed=seeds[0])
+        # Unfinalised: the rows are cleaned up once, below.
+        image, boxes, classes, mask = augment._transform(
+            image, boxes, classes, mask, seeds[0]
+        )
     image, boxes, classes, mask = fit_example(
         image, boxes, classes, mask, size, fit, seeds[1] if random_crop else None
     )

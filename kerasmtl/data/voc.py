@@ -23,6 +23,7 @@ subset) and `ImageSets/Main|Segmentation/<split>.txt` (image ids).
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasmtl.boxes import clip_boxes
 from kerasmtl.data.tfds_multilabel import VOC_LABELS
 from kerasmtl.data.vision import VisionData
 
@@ -226,12 +228,7 @@ def _read_objects(xml, image_shape):
         boxes.append([x0 - 1.0, y0 - 1.0, x1, y1])
         classes.append(VOC_LABELS.index(name))
         flags.append((obj.findtext("difficult") or "0").strip() == "1")
-    height, width = image_shape
-    boxes = np.clip(
-        np.asarray(boxes, "float32").reshape(-1, 4),
-        0.0,
-        np.float32([width, height, width, height]),
-    )
+    boxes = clip_boxes(np.asarray(boxes, "float32").reshape(-1, 4), *image_shape)
     return boxes, np.asarray(classes, "int32"), np.asarray(flags, bool)
 
 
@@ -261,14 +258,21 @@ def _read_mask(png, image_shape):
     return mask
 
 
-def _colours_to_indices(png, rgb):
+@functools.lru_cache(maxsize=1)
+def _palette_lookup():
+    """The palette colours as sorted `0xRRGGBB` keys, and the index of each."""
     palette = voc_palette().astype("int32")
     keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    order = np.argsort(keys)
+    return keys[order], order
+
+
+def _colours_to_indices(png, rgb):
+    keys, order = _palette_lookup()
     pixels = (rgb[..., 0].astype("int32") << 16) | (rgb[..., 1].astype("int32") << 8)
     pixels |= rgb[..., 2]
-    order = np.argsort(keys)
-    position = np.clip(np.searchsorted(keys[order], pixels), 0, 255)
-    found = keys[order][position] == pixels
+    position = np.clip(np.searchsorted(keys, pixels), 0, 255)
+    found = keys[position] == pixels
     if not found.all():
         colours = np.unique(rgb[~found], axis=0)[:5].tolist()
         raise ValueError(
