@@ -27,6 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasmtl.data.splits import split_indices
+
 # Padding of the token strings; also `StringLookup`'s mask token, so padded
 # positions map to index 0 and are masked by mask-aware layers.
 PAD_TOKEN = ""
@@ -220,17 +222,7 @@ class TaggedCorpus:
         Returns:
             `(rest, held_out)`, both keeping the corpus order.
         """
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(
-                "Invalid value for argument `fraction`. Expected a float in "
-                f"(0, 1). Received: fraction={fraction}"
-            )
-        if len(self) < 2:
-            raise ValueError(f"Cannot split a corpus of {len(self)} sentence(s).")
-        held = min(max(int(round(fraction * len(self))), 1), len(self) - 1)
-        order = np.random.default_rng(seed).permutation(len(self))
-        held_out = np.sort(order[:held])
-        rest = np.sort(order[held:])
+        rest, held_out = split_indices(len(self), fraction, seed, "sentence")
         return self.select(rest), self.select(held_out)
 
     def rename_tasks(self, mapping: Mapping[str, str]) -> TaggedCorpus:

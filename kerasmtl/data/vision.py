@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kerasmtl.data.splits import split_indices
+
 # The pipeline lives in its own module (it imports nothing from this one);
 # `from kerasmtl.data.vision import vision_dataset, STRIDE` keeps working.
 from kerasmtl.data.vision_pipeline import STRIDE, vision_dataset
@@ -307,13 +309,5 @@ class VisionData:
         Returns:
             `(rest, held_out)`, both in the original order.
         """
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(
-                "Invalid value for argument `fraction`. Expected a float in (0, 1). "
-                f"Received: fraction={fraction}"
-            )
-        if len(self) < 2:
-            raise ValueError(f"Cannot split a VisionData of {len(self)} image(s).")
-        held = min(max(int(round(fraction * len(self))), 1), len(self) - 1)
-        order = np.random.default_rng(seed).permutation(len(self))
-        return self.select(np.sort(order[held:])), self.select(np.sort(order[:held]))
+        rest, held_out = split_indices(len(self), fraction, seed, "image")
+        return self.select(rest), self.select(held_out)
