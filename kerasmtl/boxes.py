@@ -192,9 +192,11 @@ def validate_boxes(
     high = num_classes if num_classes is not None else np.iinfo("int32").max
     bad = (classes < 0) | (classes >= high)
     if bad.any():
+        allowed = "be >= 0" if num_classes is None else f"lie in [0, {num_classes})"
         raise ValueError(
-            f"Class ids of {source} must lie in [0, {num_classes}); found "
-            f"{np.unique(classes[bad])[:10].tolist()}."
+            f"Class ids of {source} must {allowed}; found "
+            f"{np.unique(classes[bad])[:10].tolist()}. Encode classes with the "
+            "data set's class list (0-based); drop or relabel the others."
         )
     boxes = clip_boxes(boxes, height, width)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])

@@ -77,6 +77,8 @@ def test_validate_boxes_errors():
         box_lib.validate_boxes([[0, 0, np.nan, 1]], [0], 8, 8, source="a.png")
     with pytest.raises(ValueError, match=r"must lie in \[0, 2\); found \[5\]"):
         box_lib.validate_boxes([[0, 0, 1, 1]], [5], 8, 8, num_classes=2)
+    with pytest.raises(ValueError, match=r"must be >= 0; found \[-1\]. Encode"):
+        box_lib.validate_boxes([[0, 0, 1, 1]], [-1], 8, 8)
     with pytest.raises(ValueError, match=r"shape \(1, 3\).*expected \[N, 4\]"):
         box_lib.validate_boxes([[0, 0, 1]], [0], 8, 8)
 

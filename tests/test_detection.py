@@ -329,6 +329,24 @@ def test_get_config_round_trip():
     assert CenterNetHead.from_config(head.get_config()).get_config() == head.get_config()
 
 
+def test_training_metrics_by_hand():
+    # Image 0: a 16 x 16 px box centred at (14, 14) px, stride 4: cell (3, 3),
+    # size target (4, 4), offset (0.5, 0.5). The head predicts there class-1
+    # logit log 4 (p = 0.8), size (3, 5) and offset (0.25, 0.75): L1 means
+    # 1 and 0.25. Image 1 has no label; image 2 has sample weight 0.
+    task = Detection("det", num_classes=2, max_boxes=3)
+    labels = _batch(_label([[6, 6, 22, 22]], [1], 3),
+                    box_lib.missing_detection_label(3),
+                    _label([[0, 0, 8, 8]], [0], 3))
+    raw = np.zeros((3, 8, 8, 6), "float32")
+    raw[0, 3, 3] = [0.0, math.log(4.0), 3.0, 5.0, 0.25, 0.75]
+    metrics = task.default_metrics()
+    task.update_metrics(metrics, labels, raw, sample_weight=np.array([1.0, 1.0, 0.0]))
+    got = {m.name: float(m.result()) for m in metrics}
+    assert got == pytest.approx({"center_score": 0.8, "size_l1": 1.0,
+                                 "offset_l1": 0.25}, abs=1e-6)
+
+
 # -- bad input ----------------------------------------------------------------
 
 

@@ -276,11 +276,21 @@ def _pycocotools(gt, dt, max_detections=100, num_classes=4):
             for k in range(num_classes)
             if (precision[:, :, k, 0] > -1).all()
         },
+        "per_class_50": {
+            k: float(precision[thresholds == 0.5][:, :, k, 0].mean())
+            for k in range(num_classes)
+            if (precision[:, :, k, 0] > -1).all()
+        },
         "stats": evaluation.stats,
     }
     for a, name in enumerate(evaluation.params.areaRngLbl[1:], start=1):
         result[f"map_{name}"] = mean(precision[..., a])
     return result
+
+
+# COCOeval.stats rows 0-5 and 8: AP, AP50, AP75, AP small/medium/large, AR@100.
+_SUMMARY_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+                 "mar")
 
 
 @pytest.mark.parametrize(
@@ -291,35 +301,19 @@ def test_agrees_with_pycocotools(seed, max_detections):
     gt, dt = _random_data_set(rng)
     got = coco_map(gt, dt, max_detections=max_detections, area_ranges=COCO_AREA_RANGES)
     expected = _pycocotools(gt, dt, max_detections=max_detections)
-    for key in (
-        "map",
-        "map_50",
-        "map_75",
-        "map_small",
-        "map_medium",
-        "map_large",
-        "mar",
-    ):
+    for key in _SUMMARY_KEYS:
         np.testing.assert_allclose(got[key], expected[key], atol=1e-3, err_msg=key)
     assert set(got["per_class"]) == set(expected["per_class"])
     assert 3 not in got["per_class"]  # the class with no ground truth
     for c, value in expected["per_class"].items():
         np.testing.assert_allclose(got["per_class"][c], value, atol=1e-3)
+        np.testing.assert_allclose(
+            got["per_class_50"][c], expected["per_class_50"][c], atol=1e-3
+        )
     assert 0.02 < got["map"] < 0.95  # a data set that tests something
     if max_detections == 100:  # COCOeval's own summary, the numbers people quote
         np.testing.assert_allclose(
-            [
-                got[k]
-                for k in (
-                    "map",
-                    "map_50",
-                    "map_75",
-                    "map_small",
-                    "map_medium",
-                    "map_large",
-                    "mar",
-                )
-            ],
+            [got[k] for k in _SUMMARY_KEYS],
             np.where(expected["stats"] == -1, np.nan, expected["stats"])[
                 [0, 1, 2, 3, 4, 5, 8]
             ],

@@ -96,6 +96,10 @@ def test_serving_instance_ids_reads_the_serving_names():
                "mask": np.array([[[1, 1, 1], [1, 1, 1]]], "int32")}
     ids = serving_instance_ids(outputs, detection="cells", segmentation="mask")
     np.testing.assert_array_equal(ids.numpy()[0], [[1, 1, 0], [0, 0, 0]])
+    # min_score above the only detection's score: no instance.
+    ids = serving_instance_ids(outputs, detection="cells", segmentation="mask",
+                               min_score=0.95)
+    assert not ids.numpy().any()
     with pytest.raises(ValueError, match=r"outputs \['num_detections'"):
         serving_instance_ids({"detection_boxes": 0, "detection_scores": 0,
                               "segmentation": 0})

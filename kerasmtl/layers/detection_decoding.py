@@ -8,6 +8,7 @@ to `max_detections`.
 
 TensorFlow ops only (it goes into exported SavedModels that TF Serving, a C++
 server, runs: see DESIGN.md); any batch size and grid size.
+`detection_output_names(prefix)` names its outputs in serving signatures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,33 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
+
+
+def detection_output_names(prefix: str) -> dict:
+    """Serving output names of a `Detection` task named `prefix`.
+
+    The TF Object Detection API's names: `<prefix>_boxes`, `<prefix>_scores`,
+    `<prefix>_classes`, and `num_detections` for a task named `"detection"`,
+    else `<prefix>_num_detections`. One rule for the task's `postprocess`,
+    the COCO evaluator and the instance-mask outputs.
+
+    Returns:
+        `{"boxes", "scores", "classes", "num_detections"}` -> output name.
+
+    Examples:
+
+    >>> detection_output_names("cells")["num_detections"]
+    'cells_num_detections'
+    >>> detection_output_names("detection")["num_detections"]
+    'num_detections'
+    """
+    return {
+        "boxes": f"{prefix}_boxes",
+        "scores": f"{prefix}_scores",
+        "classes": f"{prefix}_classes",
+        "num_detections": "num_detections" if prefix == "detection"
+        else f"{prefix}_num_detections",
+    }
 
 
 @skip_autograph

@@ -28,6 +28,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
+from kerasmtl.layers.detection_decoding import detection_output_names
 
 
 def _pixel_range(low, high, size):
@@ -186,9 +187,9 @@ def serving_instance_ids(outputs, detection: str = "detection",
     Returns:
         int32 `[B, H, W]`.
     """
-    count = "num_detections" if detection == "detection" else (
-        f"{detection}_num_detections")
-    needed = [f"{detection}_boxes", f"{detection}_scores", count, segmentation]
+    names = detection_output_names(detection)
+    count = names["num_detections"]
+    needed = [names["boxes"], names["scores"], count, segmentation]
     missing = [k for k in needed if k not in outputs]
     if missing:
         raise ValueError(

@@ -205,13 +205,10 @@ class CenterNetLoss(keras.losses.Loss):
     @skip_autograph
     def call(self, y_true, y_pred):
         terms, weights = self.terms(y_true, y_pred)
-        totals = {k: ops.sum(v) for k, v in terms.items()}
         batch = ops.cast(ops.shape(weights)[0], "float32")
-        # Each example's share: its terms over the batch's normalisers.
-        shares = self._parts({
-            **totals, "heatmap": terms["heatmap"], "size": terms["size"],
-            "offset": terms["offset"],
-        })
+        # Each example's share: its own terms over the batch's normalisers.
+        shares = self._parts({**terms, "peaks": ops.sum(terms["peaks"]),
+                              "centers": ops.sum(terms["centers"])})
         return self._combine(shares) * batch
 
     def _parts(self, sums):

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from kerasmtl.layers.detection_decoding import detection_output_names
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_LEVELS = np.linspace(0.0, 1.0, 101)
 ALL_AREAS = (0.0, 1e10)  # COCO's "all": [0, 1e5 ** 2]
@@ -51,8 +53,8 @@ COCO_AREA_RANGES = {
 
 
 def _prediction_keys(prefix: str) -> tuple[str, str, str, str]:
-    count = "num_detections" if prefix == "detection" else f"{prefix}_num_detections"
-    return f"{prefix}_boxes", f"{prefix}_scores", f"{prefix}_classes", count
+    names = detection_output_names(prefix)
+    return names["boxes"], names["scores"], names["classes"], names["num_detections"]
 
 
 def _unbatch(batch: Mapping, keys: Sequence[str], count_key: str | None, what: str):
@@ -137,7 +139,10 @@ def _clean(image, index: int, kind: str) -> dict | None:
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix `[len(a), len(b)]` of xyxy boxes (COCO's, without +1)."""
+    """IoU matrix `[len(a), len(b)]` of xyxy boxes (COCO's, without +1).
+
+    Not `kerasmtl.boxes.box_iou`, which computes in float32: matches compare
+    IoUs with thresholds, and `COCOeval` computes them in float64."""
     low = np.maximum(a[:, None, :2], b[None, :, :2])
     high = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(high - low, 0, None), axis=-1)
@@ -338,10 +343,7 @@ def coco_map(
         if key:
             result[f"map{key}"] = _mean(ap[key].values())
     result["per_class"] = {c: float(np.mean(v)) for c, v in ap[""].items()}
-    index = np.flatnonzero(np.isclose(thresholds, 0.5))
-    result["per_class_50"] = {
-        c: float(v[index[0]]) if index.size else float("nan") for c, v in ap[""].items()
-    }
+    result["per_class_50"] = {c: _at({c: v}, thresholds, 0.5) for c, v in ap[""].items()}
     return result
 
 

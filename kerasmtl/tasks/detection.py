@@ -19,7 +19,10 @@ from keras import ops
 
 from kerasmtl.autograph import skip_autograph
 from kerasmtl.layers.detection import CenterNetHead, centernet_targets
-from kerasmtl.layers.detection_decoding import decode_detections
+from kerasmtl.layers.detection_decoding import (
+    decode_detections,
+    detection_output_names,
+)
 from kerasmtl.losses.detection import CenterNetLoss
 from kerasmtl.tasks.base import Task, _apply_sample_weight, _fmt_shape
 
@@ -309,10 +312,7 @@ class Detection(Task):
         loss_fn = loss_fn if loss_fn is not None else self.centernet_loss
         if not isinstance(loss_fn, CenterNetLoss):
             raise ValueError(_loss_error(self.name, loss_fn))
-        weights = _per_example(sample_weight)
-        if weights is not None:
-            weights = _apply_sample_weight(ops.ones_like(weights, "float32"), weights)
-        loss, count, _ = loss_fn.batch_loss(y, y_pred, weights)
+        loss, count, _ = loss_fn.batch_loss(y, y_pred, _per_example(sample_weight))
         return loss, count
 
     # -- metrics --------------------------------------------------------------
@@ -372,14 +372,7 @@ class Detection(Task):
     def output_names(self) -> dict:
         """Serving output names: `{"boxes", "scores", "classes",
         "num_detections"}` -> signature output name."""
-        prefix = self.name
-        return {
-            "boxes": f"{prefix}_boxes",
-            "scores": f"{prefix}_scores",
-            "classes": f"{prefix}_classes",
-            "num_detections": "num_detections" if prefix == "detection"
-            else f"{prefix}_num_detections",
-        }
+        return detection_output_names(self.name)
 
     @skip_autograph
     def postprocess(self, y_pred):
