@@ -57,8 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import kerasmtl as mtl  # noqa: E402
-import zoo  # noqa: E402
-import zoo.multilabel  # noqa: E402, F401  (registers the multi-label models)
+import zoo  # noqa: E402  (registers the zoo's models)
 
 # Each model predicts on three array sizes; TF's retracing notice is noise here.
 tf.get_logger().setLevel("ERROR")

@@ -157,7 +157,9 @@ def test_cnn_data_functions(tmp_path):
     for i in range(3):
         image = np.full((8, 8, 3), 60 * i, "uint8")
         tf.io.write_file(str(tmp_path / f"{i}.png"), tf.io.encode_png(image))
-    (tmp_path / "train.csv").write_text("image,sky,tree\n0.png,1,0\n1.png,0,1\n")
+    # A BOM and spaces in the header: label names as the image pipeline reads them.
+    (tmp_path / "train.csv").write_text("\ufeffimage, sky, tree\n0.png,1,0\n1.png,0,1\n",
+                                        encoding="utf-8")
     (tmp_path / "dev.csv").write_text("image,sky,tree\n2.png,1,1\n")
     data = load_training_data("multilabel_cnn", str(tmp_path), batch_size=2)
     assert data.model_kwargs == {"image_size": (64, 64), "labels": ["sky", "tree"]}

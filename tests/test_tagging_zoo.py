@@ -13,6 +13,7 @@ import kerasmtl as mtl
 import zoo
 from harness import assert_finite_logs
 from kerasmtl.data import tagging as tagging_data
+from kerasmtl.layers.text import CharacterEncoder
 from zoo.training import load_training_data
 
 SIZES = {
@@ -148,6 +149,44 @@ def test_saved_model_padding_gets_empty_tags_and_does_not_change_tags(served):
         assert as_str(together[f"{task}_tags"])[1][2:] == ["", "", ""]
         assert together[f"{task}_prediction"].numpy()[1, 2:].tolist() == [-1] * 3
         assert as_str(together[f"{task}_tags"])[1][:2] == as_str(alone[f"{task}_tags"])[0]
+
+
+def test_transformer_encoder_block_ignores_padding_and_passes_the_mask_on():
+    keras.utils.set_random_seed(0)
+    block = mtl.layers.TransformerEncoderBlock(num_heads=2, ff_dim=8)
+    ids = keras.Input((None,), dtype="int32")
+    x = block(keras.layers.Embedding(5, 4, mask_zero=True)(ids))
+    # The mean pools real tokens only if the block hands the mask on; the real
+    # tokens' outputs match only if attention skips the padding keys.
+    model = keras.Model(ids, keras.layers.GlobalAveragePooling1D()(x))
+    np.testing.assert_allclose(model(np.array([[1, 2, 0, 0]])), model(np.array([[1, 2]])),
+                               atol=1e-5)
+    # Called directly (no Keras mask on the tensor), the `mask` argument is
+    # what keeps attention off the padding.
+    tokens = np.random.default_rng(0).normal(size=(1, 4, 4)).astype("float32")
+    np.testing.assert_allclose(
+        block(tokens, mask=np.array([[True, True, False, False]]))[:, :2],
+        block(tokens[:, :2]), atol=1e-5)
+    clone = mtl.layers.TransformerEncoderBlock.from_config(block.get_config())
+    assert clone.get_config() == block.get_config()
+    assert (clone.num_heads, clone.ff_dim) == (2, 8)
+    with pytest.raises(ValueError, match=r"`ff_dim`.*Received: ff_dim=0"):
+        mtl.layers.TransformerEncoderBlock(num_heads=2, ff_dim=0)
+    with pytest.raises(ValueError, match=r"input width 5 is not divisible by num_heads=2"):
+        mtl.layers.TransformerEncoderBlock(num_heads=2, ff_dim=8)(np.zeros((1, 3, 5)))
+
+
+def test_character_encoder_zeroes_and_masks_padding_tokens():
+    encoder = CharacterEncoder(list("ab"), embedding_dim=2, filters=3)
+    tokens = tf.constant([["ab", "", "zz"]])  # "zz": unknown characters
+    features = encoder(tokens).numpy()
+    assert features.shape == (1, 3, 3)
+    assert np.all(features[0, 1] == 0.0) and np.any(features[0, [0, 2]] != 0.0)
+    assert encoder.compute_mask(tokens).numpy().tolist() == [[True, False, True]]
+    clone = CharacterEncoder.from_config(encoder.get_config())
+    assert clone.get_config() == encoder.get_config()
+    with pytest.raises(ValueError, match=r"`filters`.*Received: filters=0"):
+        CharacterEncoder(list("ab"), filters=0)
 
 
 def test_synthetic_training_recipe_returns_datasets_and_model_arguments():

@@ -300,8 +300,10 @@ def _cnn_training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData
             "train.csv and dev.csv (columns: image, then one 0/1 column per label; "
             "image paths relative to the folder)."
         )
-    with open(tables[0], newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), [])
+    # Read as `image_folder_with_labels` reads it (a BOM accepted, names
+    # stripped), so that the label names match its header.
+    with open(tables[0], newline="", encoding="utf-8-sig") as f:
+        header = [h.strip() for h in next(csv.reader(f), [])]
     labels = [h for h in header if h != "image"]
     size = (64, 64)
     train, dev = (

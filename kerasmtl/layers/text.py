@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from kerasmtl.layers.multilabel_heads import _check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class Lowercase(keras.layers.Layer):
@@ -85,16 +87,12 @@ class CharacterEncoder(keras.layers.Layer):
             )
         for arg, value in (("embedding_dim", embedding_dim), ("filters", filters),
                            ("kernel_size", kernel_size), ("max_chars", max_chars)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value for argument `{arg}` of CharacterEncoder. "
-                    f"Expected an int >= 1. Received: {arg}={value!r}"
-                )
+            _check_positive_int(self.name, arg, value)
         self.vocabulary = vocabulary
-        self.embedding_dim = embedding_dim
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.max_chars = max_chars
+        self.embedding_dim = int(embedding_dim)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.max_chars = int(max_chars)
         self.lookup = keras.layers.StringLookup(
             vocabulary=vocabulary, mask_token="", name="char_lookup"
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import keras
 
+from kerasmtl.layers.multilabel_heads import _check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class TransformerEncoderBlock(keras.layers.Layer):
@@ -34,13 +36,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def __init__(self, num_heads: int, ff_dim: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         for arg, value in (("num_heads", num_heads), ("ff_dim", ff_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Invalid value for argument `{arg}` of TransformerEncoderBlock. "
-                    f"Expected an int >= 1. Received: {arg}={value!r}"
-                )
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
+            _check_positive_int(self.name, arg, value)
+        self.num_heads = int(num_heads)
+        self.ff_dim = int(ff_dim)
         self.dropout = dropout
         self.supports_masking = True
 
@@ -49,19 +47,26 @@ class TransformerEncoderBlock(keras.layers.Layer):
         if width % self.num_heads:
             raise ValueError(
                 f"TransformerEncoderBlock '{self.name}': input width {width} is not "
-                f"divisible by num_heads={self.num_heads}."
+                f"divisible by num_heads={self.num_heads}. Use a num_heads that "
+                "divides the width, or project the input to such a width (Dense) first."
             )
+        # The sub-layers share the block's dtype policy: with
+        # `dtype="mixed_float16"` on the block alone, float32 sub-layers would
+        # add float32 to the float16 residual.
+        policy = self.dtype_policy
         self.attention = keras.layers.MultiHeadAttention(
-            self.num_heads, width // self.num_heads, dropout=self.dropout, name="attention")
+            self.num_heads, width // self.num_heads, dropout=self.dropout,
+            name="attention", dtype=policy)
         self.attention.build(input_shape, input_shape)
-        self.norm_1 = keras.layers.LayerNormalization(name="norm_1")
+        self.norm_1 = keras.layers.LayerNormalization(name="norm_1", dtype=policy)
         self.norm_1.build(input_shape)
-        self.ff_1 = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_1")
+        self.ff_1 = keras.layers.Dense(self.ff_dim, activation="gelu", name="ff_1",
+                                       dtype=policy)
         self.ff_1.build(input_shape)
-        self.ff_2 = keras.layers.Dense(width, name="ff_2")
+        self.ff_2 = keras.layers.Dense(width, name="ff_2", dtype=policy)
         self.ff_2.build((*input_shape[:-1], self.ff_dim))
-        self.ff_dropout = keras.layers.Dropout(self.dropout)
-        self.norm_2 = keras.layers.LayerNormalization(name="norm_2")
+        self.ff_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
+        self.norm_2 = keras.layers.LayerNormalization(name="norm_2", dtype=policy)
         self.norm_2.build(input_shape)
 
     def call(self, inputs, mask=None, training=None):
