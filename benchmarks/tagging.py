@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -39,11 +38,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
+
+from bench_common import median_step_seconds, percent  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
@@ -126,7 +126,9 @@ def main(argv=None) -> int:
         delta = mtl.evaluation.delta_m(mtl_values, stl_values, {"pos": True, "ner": True})
     else:  # e.g. --quick: too little training for any correct entity
         delta = float("nan")
-    step = _step_times(models, train_ds, rounds=3 if args.quick else 7)
+    x, y = next(iter(train_ds.unbatch().batch(32).take(1)))
+    step = median_step_seconds(models, x, y, rounds=3 if args.quick else 7,
+                               seed=args.seed)
 
     print()
     print(f"{'model':12s} {'UPOS acc':>9s} {'NER F1':>8s} {'train s':>8s} {'sent/s':>7s} "
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
         report = results[label]["report"]
         pos = report.get("pos", {}).get("accuracy")
         ner = report.get("ner", {}).get("entity_f1")
-        print(f"{label:12s} {_fmt(pos):>9s} {_fmt(ner):>8s} "
+        print(f"{label:12s} {percent(pos):>9s} {percent(ner):>8s} "
               f"{results[label]['seconds']:8.0f} "
               f"{results[label]['sentences_per_second']:7.0f} {1000 * step[label]:8.1f}")
     ratio = step["multi-task"] / (step["POS only"] + step["NER only"])
@@ -145,32 +147,6 @@ def main(argv=None) -> int:
           f"{100 * mtl_values['ner']:.2f} vs target >= 78; Δm {100 * delta:+.2f}% vs "
           "target > 0")
     return 0
-
-
-def _step_times(models, dataset, rounds: int) -> dict:
-    """Median compiled train-step time per model on one fixed batch."""
-    x, y = next(iter(dataset.unbatch().batch(32).take(1)))
-    batches = {}
-    for label, model in models.items():
-        names = model.task_names
-        batch = (x, {n: y[n] for n in names})
-        model.train_on_batch(*batch)  # warm: the step is traced
-        batches[label] = batch
-    times = {label: [] for label in models}
-    order = list(models)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for label in order:
-            model, batch = models[label], batches[label]
-            start = time.perf_counter()
-            for _ in range(5):
-                model.train_on_batch(*batch)
-            times[label].append((time.perf_counter() - start) / 5)
-    return {label: float(np.median(v)) for label, v in times.items()}
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import random
 import sys
 import tempfile
 import time
@@ -45,7 +43,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
+
+from bench_common import (  # noqa: E402
+    limit_threads,
+    load_average,
+    median_step_seconds,
+    percent,
+)
 
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
@@ -68,11 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras "
-          f"{keras.__version__}, CPUs: {os.cpu_count()}, TF threads: {args.threads}, "
-          f"load average at start: {_load()}")
+    print(limit_threads(args.threads))
 
     sizes = {}
     if args.smoke:
@@ -122,7 +123,9 @@ def main(argv=None) -> int:
     delta = (mtl.evaluation.delta_m(mtl_values, stl_values,
                                     {"detection": True, "segmentation": True})
              if min(stl_values.values()) > 0 else float("nan"))
-    step = _step_times(models, data.train, rounds=2 if args.smoke else 7)
+    x, y = next(iter(data.train))
+    step = median_step_seconds(models, x, y, rounds=2 if args.smoke else 7,
+                               seed=args.seed)
     served = _served_images_per_second(models["multi-task"], data.dev,
                                        seconds=1.0 if args.smoke else 10.0)
 
@@ -131,9 +134,9 @@ def main(argv=None) -> int:
           f"{'train s':>8s} {'img/s':>6s} {'step ms':>8s}")
     for label in variants:
         report = results[label]["report"]
-        print(f"{label:18s} {_fmt(report.get('detection', {}).get('map_50')):>8s} "
-              f"{_fmt(report.get('detection', {}).get('map')):>12s} "
-              f"{_fmt(report.get('segmentation', {}).get('mean_iou')):>7s} "
+        print(f"{label:18s} {percent(report.get('detection', {}).get('map_50')):>8s} "
+              f"{percent(report.get('detection', {}).get('map')):>12s} "
+              f"{percent(report.get('segmentation', {}).get('mean_iou')):>7s} "
               f"{results[label]['seconds']:8.0f} "
               f"{results[label]['images_per_second']:6.0f} {1000 * step[label]:8.1f}")
     ratio = step["multi-task"] / (step["detection only"] + step["segmentation only"])
@@ -141,34 +144,12 @@ def main(argv=None) -> int:
     print(f"step time ratio multi-task / (detection + segmentation single-task) = "
           f"{ratio:.2f}")
     print(f"exported multi-task SavedModel: {served:.0f} images/s (uint8 64x64, batch 32)")
-    print(f"load average at end: {_load()} (other jobs slow every time above)")
+    print(f"load average at end: {load_average()} (other jobs slow every time above)")
     print(f"verdict: mAP@.50 {100 * mtl_report['detection']['map_50']:.1f} vs target >= "
           f"{100 * TARGETS['map_50']:.0f}; mIoU "
           f"{100 * mtl_report['segmentation']['mean_iou']:.1f} vs target >= "
           f"{100 * TARGETS['mean_iou']:.0f}; Δm {100 * delta:+.2f}%")
     return 0
-
-
-def _step_times(models, dataset, rounds: int) -> dict:
-    """Median compiled train-step time per model on one fixed batch."""
-    x, y = next(iter(dataset))
-    batches = {}
-    for label, model in models.items():
-        batch = (x, {n: y[n] for n in model.task_names})
-        for _ in range(2):  # warm: the step is traced (again after fit's last batch)
-            model.train_on_batch(*batch)
-        batches[label] = batch
-    times = {label: [] for label in models}
-    order = list(models)
-    for _ in range(rounds):
-        random.shuffle(order)
-        for label in order:
-            model, batch = models[label], batches[label]
-            start = time.perf_counter()
-            for _ in range(5):
-                model.train_on_batch(*batch)
-            times[label].append((time.perf_counter() - start) / 5)
-    return {label: float(np.median(v)) for label, v in times.items()}
 
 
 def _served_images_per_second(model, dataset, seconds: float) -> float:
@@ -184,18 +165,6 @@ def _served_images_per_second(model, dataset, seconds: float) -> float:
             signature(image=images)
             count += int(images.shape[0])
         return count / (time.perf_counter() - start)
-
-
-def _load() -> str:
-    """The 1-, 5- and 15-minute load averages ("n/a" where the OS has none)."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 if __name__ == "__main__":

@@ -243,16 +243,15 @@ def _image_inputs(model: MultiTaskModel, image_inputs) -> list[_ImageInput]:
 
 def _rescaling_multiples(model: MultiTaskModel) -> dict[int, int]:
     """`{input index: size multiple}` for inputs read by an ImageRescaling."""
-    input_ops = [t._keras_history.operation for t in model.inputs]
+    index = {id(t._keras_history.operation): i for i, t in enumerate(model.inputs)}
     found = {}
     for layer in model.layers:
         if not isinstance(layer, ImageRescaling):
             continue
         for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
-                op = tensor._keras_history.operation
-                if any(op is known for known in input_ops):
-                    i = next(j for j, known in enumerate(input_ops) if op is known)
+                i = index.get(id(tensor._keras_history.operation))
+                if i is not None:
                     found[i] = max(found.get(i, 1), layer.size_multiple)
     return found
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import kerasmtl as mtl
 import zoo
+from kerasmtl.layers.instance_masks import serving_instance_ids
 
 TINY = {"widths": (4, 4, 4, 4), "fpn_channels": 4, "head_channels": 4,
         "max_detections": 8, "score_threshold": 0.0}
@@ -27,12 +28,13 @@ def _images(shape, seed=0):
 
 
 def test_signature_takes_uint8_images_of_any_size(exported):
-    _, signature = exported
+    model, signature = exported
     _, specs = signature.structured_input_signature
     assert list(specs) == ["image"]
     assert specs["image"].dtype == tf.uint8
     assert specs["image"].shape.as_list() == [None, None, None, None]
-    out = signature(image=tf.constant(_images((2, 50, 70, 3))))
+    images = _images((2, 50, 70, 3))
+    out = signature(image=tf.constant(images))
     expected = {
         "segmentation": ([2, 50, 70], tf.int32),
         "segmentation_logits": ([2, 50, 70, 4], tf.float32),
@@ -46,6 +48,15 @@ def test_signature_takes_uint8_images_of_any_size(exported):
     assert {k: (v.shape.as_list(), v.dtype) for k, v in out.items()} == expected
     boxes = out["detection_boxes"].numpy()
     assert boxes.min() >= 0 and boxes[..., 0::2].max() <= 70 and boxes[..., 1::2].max() <= 50
+    # The numbers: the model on the image zero-padded at the bottom and right
+    # to 64 x 96, its image-shaped outputs cropped back.
+    padded = np.zeros((2, 64, 96, 3), "float32")
+    padded[:, :50, :70] = images
+    raw = model.predict({"image": padded}, verbose=0)
+    np.testing.assert_allclose(out["detection"], raw["detection"][:, :13, :18],
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["segmentation_logits"],
+                               raw["segmentation"][:, :50, :70], rtol=1e-4, atol=1e-4)
 
 
 def test_gray_and_rgba_are_converted(exported):
@@ -93,6 +104,9 @@ def test_image_inputs_argument(tmp_path):
     out = signature(image=tf.fill((1, 5, 7, 1), tf.constant(10, tf.uint8)))
     assert signature.structured_input_signature[1]["image"].dtype == tf.uint8
     assert out["brightness"].shape == (1, 1)
+    # The gray channel repeated to the model's 3, as float32.
+    expected = model.predict(np.full((1, 5, 7, 3), 10.0, "float32"), verbose=0)
+    np.testing.assert_allclose(out["brightness"], expected["brightness"], rtol=1e-5)
     with pytest.raises(ValueError, match=r"names \['photo'\].*inputs are \['image'\]"):
         mtl.export.export_saved_model(model, tmp_path / "bad", image_inputs=["photo"])
     assert not (tmp_path / "bad").exists()
@@ -109,6 +123,8 @@ def test_instance_masks_option_adds_instance_ids(tmp_path):
     assert 0 <= ids.min() and ids.max() <= int(out["num_detections"][0])
     # An instance covers only foreground pixels (segmentation class > 0).
     assert not (ids[0] > 0)[out["segmentation"].numpy()[0] == 0].any()
+    # The exported map is `serving_instance_ids` of the signature's own outputs.
+    np.testing.assert_array_equal(ids, serving_instance_ids(out).numpy())
 
 
 def test_instance_masks_option_needs_both_tasks(tmp_path):

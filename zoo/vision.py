@@ -143,33 +143,62 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     return TrainingData(train_ds, dev_ds, det_seg_tasks(**kwargs), kwargs, summary)
 
 
+# -- evaluation ----------------------------------------------------------------
+
+
+def vision_metrics(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
+    """COCO mAP of each `Detection` task and mIoU of each `Segmentation` task,
+    from one eager pass over `dataset` (nothing is traced or compiled).
+
+    Args:
+        model: a `MultiTaskModel` (compiled or not).
+        dataset: `tf.data.Dataset` of `(x, {task: labels})` batches.
+
+    Returns:
+        `{task: {metric: value}}`: detection tasks get `"map"`
+        (mAP@[.50:.95]), `"map_50"` and `"map_75"`; segmentation tasks get
+        `"mean_iou"` (classes absent from labels and predictions left out)
+        and `"pixel_accuracy"`, over known pixels.
+    """
+    detection = {t.name: DetectionEvaluator(prefix=t.name) for t in model.tasks
+                 if isinstance(t, Detection)}
+    segmentation = {t.name: (t, np.zeros((t.num_classes, t.num_classes)))
+                    for t in model.tasks if isinstance(t, Segmentation)}
+    for x, y in dataset:
+        raw = model(x, training=False)
+        predictions = model.postprocess(raw)
+        for name, evaluator in detection.items():
+            evaluator.update({k: np.asarray(v) for k, v in y[name].items()}, predictions)
+        for name, (task, matrix) in segmentation.items():
+            matrix += confusion_matrix(np.asarray(y[name]), np.asarray(predictions[name]),
+                                       task.num_classes, task.ignore_class)
+    report = {}
+    for name, evaluator in detection.items():
+        result = evaluator.result()
+        report[name] = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
+    for name, (_, matrix) in segmentation.items():
+        iou = iou_from_confusion(matrix)
+        report[name] = {
+            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+            "pixel_accuracy": float(np.trace(matrix) / max(matrix.sum(), 1.0))}
+    return report
+
+
+def vision_report(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
+    """`mtl.evaluation.task_report` (losses and training metrics of a compiled
+    model) updated with `vision_metrics` (COCO mAP, mIoU)."""
+    names = model.task_names
+    dataset = dataset.map(lambda x, y: (x, {n: y[n] for n in names}))
+    report = mtl.evaluation.task_report(model, dataset)
+    for name, values in vision_metrics(model, dataset).items():
+        report[name].update(values)
+    return report
+
+
 # -- models --------------------------------------------------------------------
 
 
-def _build(name, backbone, tasks, num_classes, seg_classes, image_size, widths,
-           blocks, fpn_channels, alpha, head_channels, max_boxes, max_detections,
-           score_threshold, ignore_class, weighting):
-    if tasks is None:
-        tasks = det_seg_tasks(num_classes, seg_classes, max_boxes=max_boxes,
-                              max_detections=max_detections,
-                              score_threshold=score_threshold,
-                              head_channels=head_channels, ignore_class=ignore_class)
-    tasks = list(tasks)
-    shape = (None, None, 3) if image_size is None else (*map(int, image_size), 3)
-    image = keras.Input(shape, name="image")
-    features = image_trunk(image, backbone=backbone, widths=tuple(widths),
-                           blocks=tuple(blocks), fpn_channels=fpn_channels, alpha=alpha)
-    # A dict input: the vision pipelines yield `{"image": ...}`, and the
-    # export's signature input is named by the key.
-    return mtl.sharing.hard_sharing({"image": image}, features, tasks,
-                                    weighting=weighting, name=name)
-
-
-def _dev_metrics(model, dev):
-    return vision_metrics(model, dev)  # defined below, with the other reports
-
-
-@register_model(example_data=_example, data=vision_data, evaluate=_dev_metrics)
+@register_model(example_data=_example, data=vision_data, evaluate=vision_metrics)
 def det_seg_resnet_fpn(
     num_classes: int = 3,
     seg_classes: int | None = None,
@@ -229,58 +258,16 @@ def det_seg_resnet_fpn(
     >>> model.task_names
     ['detection', 'segmentation']
     """
-    return _build("det_seg_resnet_fpn", "resnet_lite", tasks, num_classes, seg_classes,
-                  image_size, widths, blocks, fpn_channels, 0.35, head_channels,
-                  max_boxes, max_detections, score_threshold, ignore_class, weighting)
-
-
-# -- evaluation ----------------------------------------------------------------
-
-
-def vision_metrics(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
-    """COCO mAP of each `Detection` task and mIoU of each `Segmentation` task,
-    from one eager pass over `dataset` (nothing is traced or compiled).
-
-    Args:
-        model: a `MultiTaskModel` (compiled or not).
-        dataset: `tf.data.Dataset` of `(x, {task: labels})` batches.
-
-    Returns:
-        `{task: {metric: value}}`: detection tasks get `"map"`
-        (mAP@[.50:.95]), `"map_50"` and `"map_75"`; segmentation tasks get
-        `"mean_iou"` (classes absent from labels and predictions left out)
-        and `"pixel_accuracy"`, over known pixels.
-    """
-    detection = {t.name: DetectionEvaluator(prefix=t.name) for t in model.tasks
-                 if isinstance(t, Detection)}
-    segmentation = {t.name: (t, np.zeros((t.num_classes, t.num_classes)))
-                    for t in model.tasks if isinstance(t, Segmentation)}
-    for x, y in dataset:
-        raw = model(x, training=False)
-        predictions = model.postprocess(raw)
-        for name, evaluator in detection.items():
-            evaluator.update({k: np.asarray(v) for k, v in y[name].items()}, predictions)
-        for name, (task, matrix) in segmentation.items():
-            matrix += confusion_matrix(np.asarray(y[name]), np.asarray(predictions[name]),
-                                       task.num_classes, task.ignore_class)
-    report = {}
-    for name, evaluator in detection.items():
-        result = evaluator.result()
-        report[name] = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
-    for name, (_, matrix) in segmentation.items():
-        iou = iou_from_confusion(matrix)
-        report[name] = {
-            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-            "pixel_accuracy": float(np.trace(matrix) / max(matrix.sum(), 1.0))}
-    return report
-
-
-def vision_report(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
-    """`mtl.evaluation.task_report` (losses and training metrics of a compiled
-    model) updated with `vision_metrics` (COCO mAP, mIoU)."""
-    names = model.task_names
-    dataset = dataset.map(lambda x, y: (x, {n: y[n] for n in names}))
-    report = mtl.evaluation.task_report(model, dataset)
-    for name, values in vision_metrics(model, dataset).items():
-        report[name].update(values)
-    return report
+    if tasks is None:
+        tasks = det_seg_tasks(num_classes, seg_classes, max_boxes=max_boxes,
+                              max_detections=max_detections,
+                              score_threshold=score_threshold,
+                              head_channels=head_channels, ignore_class=ignore_class)
+    shape = (None, None, 3) if image_size is None else (*map(int, image_size), 3)
+    image = keras.Input(shape, name="image")
+    features = image_trunk(image, widths=tuple(widths), blocks=tuple(blocks),
+                           fpn_channels=fpn_channels)
+    # A dict input: the vision pipelines yield `{"image": ...}`, and the
+    # export's signature input is named by the key.
+    return mtl.sharing.hard_sharing({"image": image}, features, list(tasks),
+                                    weighting=weighting, name="det_seg_resnet_fpn")

@@ -1,0 +1,51 @@
+"""Helpers shared by the multi-task vs single-task benchmarks (`tagging.py`,
+`vision.py`, `nuclei.py`): the step-time comparison, the environment line
+and the table's number format. Steps are timed as in `sharing_cost.py`."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sharing_cost import measure, step_runner, warm_up
+
+STEPS_PER_BLOCK = 5  # train steps timed together, per model and round
+
+
+def median_step_seconds(models: dict, x, y: dict, rounds: int, seed: int = 0) -> dict:
+    """Median compiled train-step time (seconds) of each model on one fixed
+    batch `(x, y)`, its labels cut to the model's tasks: warm-up steps, then
+    blocks of `STEPS_PER_BLOCK` `train_on_batch` steps in shuffled rounds."""
+    runners = {}
+    for label, model in models.items():
+        batch = (x, {n: y[n] for n in model.task_names}, None)
+        warm_up(model, batch, "train_on_batch")  # traces the step for this batch
+        runners[label] = step_runner(model, batch, "train_on_batch")
+    times = measure(runners, STEPS_PER_BLOCK, rounds, seed)
+    return {label: float(np.median(ms)) / 1e3 for label, ms in times.items()}
+
+
+def limit_threads(threads: int) -> str:
+    """Limits TensorFlow to `threads` intra- and inter-op threads; returns the
+    environment line to print (versions, CPUs, threads, load average)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return (f"python {platform.python_version()}, tensorflow {tf.__version__}, keras "
+            f"{keras.__version__}, CPUs: {os.cpu_count()}, TF threads: {threads}, "
+            f"load average at start: {load_average()}")
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages ("n/a" where the OS has none)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def percent(value) -> str:
+    """A score in [0, 1] as a percentage with 2 decimals; "-" for None."""
+    return "-" if value is None else f"{100 * value:.2f}"
