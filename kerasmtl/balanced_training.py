@@ -22,7 +22,6 @@ class GradientBalancingMixin:
     """`MultiTaskModel`'s gradient-balancer machinery: the shared
     representation for `rep_grad=True`, and the balanced train step."""
 
-
     def _set_shared_features(self, shared_features):
         """Records the shared representation as `{"layer", "index"}` and, for
         a rep-grad balancer, a functional view returning it with the outputs."""
@@ -82,8 +81,9 @@ class GradientBalancingMixin:
         - Distribution: the balancer sees the global batch's per-task
           gradients (all-reduced, or the all-reduced Gram matrix of z's
           gradients), so the update equals the single-device one.
-        - Mixed precision: gradients are unscaled before balancing and the
-          update rescaled, so `LossScaleOptimizer` unscales and checks it.
+        - Mixed precision: the task gradients stay loss-scaled (the update is
+          linear in them, so `LossScaleOptimizer` unscales and checks it); only
+          the `[T, T]` Gram matrix the balancer sees is unscaled.
         - A task with no known label in the global batch, or a zero gradient,
           is left out of the balance. A non-finite gradient or loss, or no
           task left, skips the step: weights, optimizer state and
@@ -116,11 +116,11 @@ class GradientBalancingMixin:
 
         if balancer.rep_grad:
             grads, matrix, apply_update = self._rep_gradients(
-                tape, scaled, features, variables, scale
+                tape, scaled, features, variables
             )
         else:
             grads, matrix, apply_update = self._parameter_gradients(
-                tape, scaled, variables, scale, replicas
+                tape, scaled, variables, replicas
             )
         if extra is not None:
             extra_grads = tape.gradient(extra, variables)
@@ -128,7 +128,8 @@ class GradientBalancingMixin:
         del tape
 
         shares = tf.stack([losses[n] for n in self.task_names]) / replicas
-        gram = tf.matmul(matrix, matrix, transpose_b=True)
+        # `matrix` holds loss-scaled gradients: unscale the [T, T] Gram only.
+        gram = tf.matmul(matrix, matrix, transpose_b=True) / tf.square(scale)
         global_losses = shares
         if replicas > 1:
             if balancer.rep_grad:
@@ -161,7 +162,7 @@ class GradientBalancingMixin:
             self._mtl_metrics["skipped"].update_state(1.0 - tf.cast(ok, tf.float32))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def _parameter_gradients(self, tape, scaled, variables, scale, replicas):
+    def _parameter_gradients(self, tape, scaled, variables, replicas):
         per_task = [tape.gradient(scaled[t], variables) for t in range(len(self._tasks))]
         users = [sum(g[i] is not None for g in per_task) for i in range(len(variables))]
         shared = [i for i, n in enumerate(users) if n >= 2]
@@ -182,13 +183,13 @@ class GradientBalancingMixin:
             )
             for g in per_task
         ]
-        matrix = tf.stack(rows) / scale
+        matrix = tf.stack(rows)
         if replicas > 1:
             matrix = all_reduce_sum(matrix)
 
         def apply_update(grads, weights):
             update = tf.linalg.matvec(matrix, weights, transpose_a=True)
-            update = update * scale / replicas  # the optimizer sums replicas
+            update = update / replicas  # the optimizer sums replicas
             sizes = [int(np.prod(variables[i].shape)) for i in shared]
             for i, part in zip(shared, tf.split(update, sizes)):
                 part = tf.reshape(part, variables[i].shape)
@@ -197,7 +198,7 @@ class GradientBalancingMixin:
 
         return grads, matrix, apply_update
 
-    def _rep_gradients(self, tape, scaled, features, variables, scale):
+    def _rep_gradients(self, tape, scaled, features, variables):
         upstream = [g is not None for g in tape.gradient(features, variables)]
         others = [i for i, up in enumerate(upstream) if not up]
         rows, grads = [], [None] * len(variables)
@@ -208,13 +209,13 @@ class GradientBalancingMixin:
             rows.append(tf.reshape(tf.cast(_zeros_if_none(grad_z, features), "float32"), [-1]))
             for i, g in zip(others, task_grads):
                 grads[i] = _add(grads[i], g)
-        matrix = tf.stack(rows) / scale
+        matrix = tf.stack(rows)
         trunk = [i for i, up in enumerate(upstream) if up]
 
         def apply_update(grads, weights):
             if not trunk:
                 return grads
-            balanced = tf.linalg.matvec(matrix, weights, transpose_a=True) * scale
+            balanced = tf.linalg.matvec(matrix, weights, transpose_a=True)
             balanced = tf.cast(tf.reshape(balanced, tf.shape(features)), features.dtype)
             trunk_grads = tape.gradient(
                 features, [variables[i] for i in trunk], output_gradients=balanced
@@ -232,9 +233,10 @@ class GradientBalancingMixin:
         if not optimizer.built:
             optimizer.build(self.trainable_variables)
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            # Its own finiteness check skips the step (and lowers the scale).
-            nan = tf.constant(np.nan, tf.float32)
-            optimizer.apply([tf.where(ok, g, tf.cast(nan, g.dtype)) for g in grads], variables)
+            # Its own finiteness check skips the step (and lowers the scale);
+            # one non-finite gradient is enough to trip it.
+            first = tf.where(ok, grads[0], tf.constant(np.nan, grads[0].dtype))
+            optimizer.apply([first, *grads[1:]], variables)
             return
 
         def apply():

@@ -5,6 +5,9 @@ numbers; the harness does the round trips every component must survive."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -93,3 +96,70 @@ def as_json(config):
     """Configs compare equal after a `.keras` round trip only as JSON (tuples
     become lists there)."""
     return json.loads(json.dumps(config, default=str))
+
+
+# The prelude of the MirroredStrategy scripts: two logical CPU devices, the
+# synthetic tabular data (replica 0's shard has no `size` label), and
+# `single_and_mirrored(make)`: one SGD step on the 16 examples on one device
+# and on two replicas from the same start, compared.
+MIRRORED_PRELUDE = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    import kerasmtl as mtl
+    from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+
+    x, y = synthetic_tabular(16, missing_rate=0.2, seed=0)
+    y["size"][:8] = np.nan      # replica 0's shard has no size label at all
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def build(make):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        shared = keras.layers.Dense(4, activation="relu")(inputs)
+        return mtl.sharing.hard_sharing(
+            inputs, shared, synthetic_tabular_tasks(), weighting=make())
+
+    def max_diff(a, b):
+        return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
+
+    def single_and_mirrored(make):
+        def fit(model):
+            logs = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+            return {k: v[0] for k, v in logs.history.items() if k.startswith("loss")}
+
+        single = build(make)
+        single.compile(optimizer=keras.optimizers.SGD(0.5))
+        start = single.get_weights()
+        loss_single = fit(single)
+        with strategy.scope():
+            dist = build(make)
+            dist.set_weights(start)
+            dist.compile(optimizer=keras.optimizers.SGD(0.5))
+        loss_dist = fit(dist)
+        return {
+            "max_weight_diff": max_diff(single.get_weights(), dist.get_weights()),
+            "max_step": max_diff(single.get_weights(), start),
+            "loss_single": loss_single,
+            "loss_dist": loss_dist,
+        }
+    """
+)
+
+
+def run_mirrored_script(body: str, timeout: int = 600) -> dict:
+    """Runs `MIRRORED_PRELUDE` then `body` in a fresh Python (logical devices
+    must be set before TensorFlow starts); returns the dict that `body` prints
+    as `RESULT <json>`."""
+    script = MIRRORED_PRELUDE + textwrap.dedent(body)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])

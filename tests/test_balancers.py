@@ -1,6 +1,8 @@
 """Gradient balancers' pure `aggregate(grads, losses)`: hand-worked cases,
 reference solvers (scipy) and the properties each method promises."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -47,9 +49,28 @@ def test_pcgrad_two_conflicting_gradients_by_hand():
     np.testing.assert_allclose(agg(PCGrad(), [[1, 0], [1, 1]]), [2.0, 1.0], atol=1e-6)
 
 
+def pcgrad_reference(grads, orders):
+    """Algorithm 1 of the paper in numpy: task i visits `orders[i]`."""
+    total = np.zeros_like(grads[0])
+    for i, order in enumerate(orders):
+        g = grads[i].copy()
+        for j in order:
+            if g @ grads[j] < 0:
+                g -= (g @ grads[j]) / (grads[j] @ grads[j]) * grads[j]
+        total += g
+    return total
+
+
 def test_pcgrad_projected_gradients_do_not_conflict():
     grads = np.array([[1, 0, 0], [-1, 1, 0], [-1, -1, 1]], "float32")
     update = agg(PCGrad(seed=3), grads)
+    # the update is the paper's for some random order of the other tasks
+    orders = [
+        [list(p) for p in itertools.permutations([j for j in range(3) if j != i])]
+        for i in range(3)
+    ]
+    candidates = [pcgrad_reference(grads, o) for o in itertools.product(*orders)]
+    assert min(np.abs(c - update).max() for c in candidates) < 1e-5, update
     # each g_i' is orthogonal or aligned to what it conflicted with; the sum of
     # a 3-task PCGrad keeps a non-negative inner product with every g_i here
     assert np.all(grads @ update >= -1e-6)

@@ -62,14 +62,11 @@ class MGDA(GradientBalancer):
         self.normalization = normalization
 
     def weights_from_gram(self, gram, losses, active, step):
+        if self.normalization == "none":
+            return min_norm_weights(gram, active)
         norms = tf.sqrt(tf.linalg.diag_part(gram))
-        scale = {
-            "none": tf.ones_like(norms),
-            "l2": norms,
-            "loss": losses,
-            "loss+": losses * norms,
-        }[self.normalization]
-        inverse = tf.math.divide_no_nan(1.0, scale)
+        scale = {"l2": norms, "loss": losses, "loss+": losses * norms}
+        inverse = tf.math.divide_no_nan(1.0, scale[self.normalization])
         normalized = gram * inverse[:, None] * inverse[None, :]
         return min_norm_weights(normalized, active)
 
