@@ -20,8 +20,6 @@ from kerasmtl.layers.multilabel_heads import MultiLabelOutput
 from kerasmtl.tasks.multilabel import MultiLabel
 
 STRATEGIES = ("per_label_f1", "global_f1")
-# 0.01 steps: fine enough for F1, cheap (one pass over the data per candidate).
-DEFAULT_GRID = np.round(np.linspace(0.01, 0.99, 99), 2)
 
 
 def calibrate_thresholds(
@@ -35,11 +33,15 @@ def calibrate_thresholds(
 ) -> np.ndarray:
     """Calibrates a multi-label task's decision thresholds on validation data.
 
-    Candidates are the values of `grid` plus the task's own `threshold` (so
-    each label's F1 with `"per_label_f1"`, or the micro-F1 with
-    `"global_f1"`, is never below its value at the default threshold on this
-    data). Ties go to the candidate nearest the default threshold. Unknown
-    labels (`-1`) are ignored. A label with no known positive in `x` has no
+    F1 only changes where a threshold crosses a predicted probability, so the
+    search is exact: each label's F1 with `"per_label_f1"`, or the micro-F1
+    with `"global_f1"`, is the best any threshold reaches on this data, and
+    never below its value at the task's own `threshold`. Among equally good
+    thresholds, the range nearest the default wins; the task's `threshold` is
+    kept if it lies in that range, else the range's midpoint is used. A
+    threshold is thus never equal to a probability seen in calibration: a
+    probability computed 1 ulp differently (other CPU kernels) predicts the
+    same. Unknown labels (`-1`) are ignored. A label with no known positive in `x` has no
     F1 to maximize: it keeps the task's default threshold (its `threshold`
     argument), not a value fitted to negatives only. A label predicted as
     positive when its probability is `>=` its threshold, as in serving.
@@ -57,8 +59,10 @@ def calibrate_thresholds(
         strategy: `"per_label_f1"` (one threshold per label, maximizing its F1)
             or `"global_f1"` (one threshold for all labels, maximizing
             micro-F1). Defaults to `"per_label_f1"`.
-        grid: sequence of floats in (0, 1) or None. Candidate thresholds.
-            Defaults to `None`: 0.01, 0.02, ..., 0.99.
+        grid: sequence of floats in (0, 1) or None. Restricts the candidate
+            thresholds to these values (plus the task's `threshold`); a grid
+            value equal to a probability is as fragile as that tie. Defaults
+            to `None`: the exact search above.
         batch_size: int. Prediction batch size for numpy inputs. Defaults to `256`.
 
     Returns:
@@ -74,12 +78,12 @@ def calibrate_thresholds(
     >>> probs = np.array([[0.355, 0.9], [0.255, 0.6], [0.105, 0.7]])
     >>> logits = np.log(probs) - np.log(1 - probs)  # the model outputs `probs`
     >>> labels = np.array([[1, 1], [1, 0], [0, -1]])
-    >>> # label 0: F1 = 1 for thresholds 0.11..0.25; label 1: 0.61..0.90;
-    >>> # ties go to the candidate nearest the default 0.5
-    >>> print(calibrate_thresholds(model, logits, labels))
-    [0.25 0.61]
-    >>> print(np.asarray(model.get_layer("tags").thresholds))
-    [0.25 0.61]
+    >>> # label 0: F1 = 1 for thresholds in (0.105, 0.255]; label 1: (0.6, 0.9];
+    >>> # the midpoints are robust to 1-ulp differences in the probabilities
+    >>> print(np.round(calibrate_thresholds(model, logits, labels), 4))
+    [0.18 0.75]
+    >>> print(np.round(model.get_layer("tags").thresholds, 4))
+    [0.18 0.75]
     """
     task = _resolve_task(model, task)
     layer = model.get_layer(task.name)
@@ -106,31 +110,20 @@ def calibrate_thresholds(
     default = np.broadcast_to(
         np.asarray(task.threshold, "float64"), (task.num_labels,)
     ).copy()
-    candidates = np.unique(np.concatenate([grid, default]))
     known = labels >= 0
-    positive = known & (labels == 1)
-    negative = known & (labels == 0)
-    # (candidates, labels) true positives, false positives, false negatives.
-    tp = np.empty((len(candidates), task.num_labels))
-    fp = np.empty_like(tp)
-    fn = np.empty_like(tp)
-    for i, threshold in enumerate(candidates):
-        predicted = probabilities >= threshold
-        tp[i] = np.sum(predicted & positive, axis=0)
-        fp[i] = np.sum(predicted & negative, axis=0)
-        fn[i] = np.sum(~predicted & positive, axis=0)
-    has_positive = positive.any(axis=0)
-
+    thresholds = default.copy()
     if strategy == "per_label_f1":
-        f1 = _f1(tp, fp, fn)
-        thresholds = default.copy()
-        for label in np.flatnonzero(has_positive):
-            thresholds[label] = _best(candidates, f1[:, label], default[label])
-    else:
-        thresholds = default.copy()
-        if has_positive.any():
-            micro = _f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1))
-            thresholds[:] = _best(candidates, micro, float(np.mean(default)))
+        for label in range(task.num_labels):
+            rows = known[:, label]
+            if (labels[rows, label] == 1).any():
+                thresholds[label] = _best_threshold(
+                    probabilities[rows, label], labels[rows, label] == 1,
+                    default[label], grid,
+                )
+    elif (labels[known] == 1).any():
+        thresholds[:] = _best_threshold(
+            probabilities[known], labels[known] == 1, float(np.mean(default)), grid
+        )
     thresholds = thresholds.astype("float32")
     layer.thresholds.assign(thresholds)
     return thresholds
@@ -165,7 +158,7 @@ def _resolve_task(model, task) -> MultiLabel:
 
 def _check_grid(grid) -> np.ndarray:
     if grid is None:
-        return DEFAULT_GRID
+        return None
     values = np.asarray(grid, dtype="float64").ravel()
     if values.size == 0 or not np.all((values > 0) & (values < 1)):
         raise ValueError(
@@ -233,12 +226,50 @@ def _task_labels(task, y):
     return y
 
 
+def _best_threshold(scores, positive, default, grid) -> float:
+    """The threshold maximizing F1 of `scores >= threshold` against `positive`.
+
+    F1 only changes where the threshold crosses a score, so the candidates
+    are runs of thresholds between sorted distinct scores with equal F1. The
+    run nearest `default` wins; inside it, `default` if it lies there, else
+    its midpoint: never a score itself, so a probability computed 1 ulp
+    differently (other float32 kernels) does not change the prediction.
+    With an explicit `grid`, the candidates are the grid's values instead.
+    """
+    scores = np.asarray(scores, "float64")
+    order = np.argsort(-scores, kind="stable")
+    scores, positive = scores[order], positive[order]
+    cuts = np.flatnonzero(np.diff(scores)) + 1  # ends of runs of equal scores
+    ends = np.concatenate([[0], cuts, [scores.size]])
+    # Predicting the k highest distinct scores as positive, k = 0..m.
+    tp = np.concatenate([[0], np.cumsum(positive)[ends[1:] - 1]]).astype("float64")
+    fp = ends.astype("float64") - tp
+    fn = positive.sum() - tp
+    f1 = _f1(tp, fp, fn)
+    # Option k predicts `scores >= t` for t in (lower[k], upper[k]].
+    distinct = scores[ends[:-1]]
+    upper = np.concatenate([[1.0], distinct])
+    lower = np.concatenate([distinct, [0.0]])
+    if grid is not None:
+        grid = np.unique(np.append(grid, default))
+        option = np.searchsorted(-distinct, -np.asarray(grid), side="right")
+        values = f1[option]
+        best = np.flatnonzero(np.isclose(values, values.max(), rtol=0, atol=1e-12))
+        return float(grid[best[np.argmin(np.abs(grid[best] - default))]])
+    best = np.isclose(f1, f1.max(), rtol=0, atol=1e-12)
+    # Runs of consecutive best options form one interval of equal F1.
+    starts = np.flatnonzero(best & ~np.concatenate([[False], best[:-1]]))
+    stops = np.flatnonzero(best & ~np.concatenate([best[1:], [False]]))
+    lo, hi = lower[stops], upper[starts]  # each run's (lo, hi)
+    inside = (lo < default) & (default < hi)
+    if inside.any():
+        return float(default)
+    distance = np.minimum(np.abs(lo - default), np.abs(hi - default))
+    run = int(np.argmin(distance))
+    return float((lo[run] + hi[run]) / 2)
+
+
 def _f1(tp, fp, fn):
     denominator = 2 * tp + fp + fn
     return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype="float64"),
                      where=denominator > 0)
-
-
-def _best(candidates, scores, default) -> float:
-    best = np.flatnonzero(np.isclose(scores, scores.max(), rtol=0, atol=1e-12))
-    return float(candidates[best[np.argmin(np.abs(candidates[best] - default))]])
