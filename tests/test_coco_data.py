@@ -320,3 +320,52 @@ def test_coco_folder_layouts(tmp_path):
         find_coco_files(no_images)
     with pytest.raises(ValueError, match=r"not a COCO folder with split 'test'"):
         find_coco_files(official, "test")
+
+
+def test_unsegmented_boxes_are_clipped_before_painting(tmp_path):
+    annotations = [
+        # 3x3 boxes with no segmentation: one entirely above-left of the image
+        # (its far ends are negative), one overlapping the top-left corner, one
+        # with negative width whose start is inside the image.
+        ann(1, 1, 3, [-5, -5, 3, 3]),
+        ann(2, 1, 3, [-1, -2, 3, 3]),
+        ann(3, 1, 7, [40, 20, -50, 5]),
+        # A crowd without segmentation, entirely below the image.
+        ann(4, 1, 7, [5, 40, 4, 4], iscrowd=1),
+    ]
+    path = write_coco(tmp_path, annotations, images=[
+        {"id": 1, "file_name": "a.png", "height": 32, "width": 48}
+    ])
+    with pytest.warns(
+        UserWarning, match=r"dropped 3 box\(es\).*annotation ids \[1, 3, 4\]"
+    ):
+        data = read_coco(path, tmp_path / "images")
+    expected = np.zeros((32, 48), "int32")
+    expected[0:1, 0:2] = -1  # only the part of box 2 inside the image
+    np.testing.assert_array_equal(data.masks[0], expected)
+    np.testing.assert_array_equal(data.boxes[0], [[0, 0, 2, 1]])
+
+
+def test_non_integer_ids_name_the_file_annotation_and_field(tmp_path):
+    images = tmp_path / "images"
+    good = ann(8, 1, 3, [0, 0, 2, 2], [[0, 0, 2, 0, 2, 2]])
+    cases = [
+        ({**good, "category_id": "cat"}, r"annotation id 8: `category_id` is 'cat'"),
+        ({**good, "category_id": 3.5}, r"annotation id 8: `category_id` is 3.5"),
+        ({**good, "image_id": None}, r"annotation id 8: `image_id` is None"),
+        ({k: v for k, v in good.items() if k != "image_id"},
+         r"annotation id 8: `image_id` is missing"),
+    ]
+    for annotation, message in cases:
+        path = write_coco(tmp_path, [annotation])
+        with pytest.raises(ValueError, match=rf"m?annotations\.json: {message}"):
+            read_coco(path, images)
+    path = write_coco(tmp_path, [], images=[
+        {"id": "first", "file_name": "a.png", "height": 32, "width": 48}
+    ])
+    with pytest.raises(ValueError, match=r"annotations\.json: image 0: `id` is 'first'"):
+        read_coco(path, images)
+    # Ids that int() converts exactly still read.
+    path = write_coco(tmp_path, [{**good, "category_id": "3", "image_id": 1.0}])
+    data = read_coco(path, images, categories=["cat"])
+    np.testing.assert_array_equal(data.classes[0], [0])

@@ -2,6 +2,7 @@
 small files written here; the real shared UD-EWT/UNER files when present."""
 
 import collections
+import warnings
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,68 @@ def test_real_train_files_match_readme():
     assert ud.tokens == train.tokens and ud.tags["pos"] == train.tags["pos"]
     uner = read_uner(SHARED / "uner" / "en_ewt-ud-train.uner-0c7ce0d-normalized.iob2")
     assert uner.tags["ner"] == train.tags["ner"]
+
+
+# -- encodings, whitespace and IOB2 checks -------------------------------------------
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_non_utf8_file_names_file_line_and_what_to_do(tmp_path, newline):
+    lines = ["# sent_id = s1", conllu_line(1, "I"), conllu_line(2, "café")]
+    path = tmp_path / "latin1.conllu"
+    path.write_bytes(newline.join(lines).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.conllu:3: byte 0xe9 at offset "
+                       r"\d+ is not UTF-8 .* convert the file, e\.g\. `iconv"):
+        read_conllu(path)
+
+
+def test_whitespace_around_tags_is_stripped_with_a_count(tmp_path):
+    lines = [
+        "1\tThe\tDET \tDT\tO",
+        "2\tcat\tNOUN\tNN \tO",
+        "3\tsat\tVERB\tVBD\t O",
+        "",
+    ]
+    with pytest.warns(UserWarning, match=r"j\.tsv: stripped the whitespace around 3 "
+                      r"tag\(s\) \(first: 'DET ' on line 1\)"):
+        corpus = read_joined_tsv(write(tmp_path, "j.tsv", lines), xpos=True)
+    assert corpus.tags["pos"] == [["DET", "NOUN", "VERB"]]
+    assert corpus.tags["xpos"] == [["DT", "NN", "VBD"]]
+    assert corpus.tags["ner"] == [["O", "O", "O"]]
+    with pytest.raises(ValueError, match=r"e\.tsv:1: empty tag for task 'pos'"):
+        read_joined_tsv(write(tmp_path, "e.tsv", ["1\tThe\t \tDT\tO"]))
+
+
+def test_invalid_iob2_is_counted_with_the_first_line(tmp_path):
+    lines = [
+        "1\tin\tO\t-\t-",
+        "2\ttampa\tI-LOC\t-\t-",  # I- after O
+        "",
+        "1\tbay\tI-LOC\t-\t-",  # I- at the sentence start
+        "2\tarea\tI-LOC\t-\t-",  # continues: fine
+        "3\tnow\tFOO\t-\t-",
+        "4\tAnn\tB-PER\t-\t-",
+        "5\tLee\tI-ORG\t-\t-",  # another type
+        "",
+    ]
+    with pytest.warns(UserWarning) as record:
+        corpus = read_uner(write(tmp_path, "x.iob2", lines))
+    (message,) = [str(w.message) for w in record]
+    assert "x.iob2: task 'ner' is read as IOB2 but has 1 tag(s) that are not" in message
+    assert "(first: 'FOO' on line 6)" in message
+    assert "3 I-TYPE tag(s) that do not continue an entity of that type (first: " \
+        "'I-LOC' after 'O' on line 2)" in message
+    # Kept as they are.
+    assert corpus.tags["ner"][1] == ["I-LOC", "I-LOC", "FOO", "B-PER", "I-ORG"]
+    with pytest.warns(UserWarning, match=r"'I-LOC' after the sentence start on line 1"):
+        read_uner(write(tmp_path, "y.iob2", lines[3:]))
+    # read_iob checks "ner" by default; `iob2_tasks=()` checks nothing.
+    iob = write(tmp_path, "z.iob", ["a NN I-PER", "b NN O"])
+    with pytest.warns(UserWarning, match=r"z\.iob: task 'ner'"):
+        read_iob(iob, tag_columns={"pos": 1, "ner": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_iob(iob, tag_columns={"pos": 1, "ner": 2}, iob2_tasks=())
+        read_iob(iob, tag_columns={"chunk": 2})
+    with pytest.raises(ValueError, match=r"`iob2_tasks`: \['tag'\].*\['pos', 'ner'\]"):
+        read_iob(iob, tag_columns={"pos": 1, "ner": 2}, iob2_tasks=["tag"])

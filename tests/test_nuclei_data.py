@@ -1,4 +1,5 @@
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,26 @@ def test_dsb2018_counts_and_boxes():
         assert data.boxes[i].tolist() == [expected[image_id][m] for m in mask_ids]
         assert data.instance_masks[i].max() == count
     assert data.stats()["max_boxes_per_image"] == 375
+
+
+def test_a_missing_image_names_its_subfolder(tmp_path):
+    folder = _make_folder(tmp_path / "stage1_train")
+    (folder / "bb" / "images" / "bb.png").rename(folder / "bb" / "images" / "b.png")
+    # The layout is still recognised (from the root or its parent), so the
+    # reader can say which folder is broken.
+    assert is_instance_mask_folder(folder) and is_instance_mask_folder(tmp_path)
+    for root in (folder, tmp_path):
+        with pytest.raises(ValueError, match=r"Image folder 'bb' \(.*stage1_train.bb\) "
+                           r"has no image images/bb\.png \(found: \['b\.png'\]\).*"
+                           r"Add or rename the image"):
+            read_instance_mask_folder(root)
+    shutil.rmtree(folder / "bb" / "images")
+    with pytest.raises(ValueError, match=r"Image folder 'bb' .* \(found: no images/"):
+        read_instance_mask_folder(folder)
+    # A subfolder that is no image folder at all is named too.
+    shutil.rmtree(folder / "bb")
+    (folder / "cc" / "other").mkdir(parents=True)
+    assert not is_instance_mask_folder(folder)
+    with pytest.raises(ValueError, match=r"not an instance-mask folder.*1 of 2 "
+                       r"subfolders have neither images/ nor masks/: \['cc'\]"):
+        read_instance_mask_folder(tmp_path)

@@ -16,8 +16,10 @@ A COCO annotation file is JSON with `images` (`id`, `file_name`, `width`,
   RLE (uncompressed `counts` lists and compressed strings, decoded by
   `kerasmtl.data.coco_masks`; no pycocotools needed). Where objects overlap the **smaller object wins** (the
   one in front, usually: a cup on a table), ties go to the later annotation.
-  An annotation with no segmentation marks its box `-1` (ignored) where no
-  other object is, so it is never taught as background;
+  An annotation with no segmentation marks its box (clipped to the image)
+  `-1` (ignored) where no other object is, so it is never taught as
+  background; one whose box has no pixel in the image is counted in the
+  warning about dropped boxes;
 - instance maps (`include_instance_masks=True`): `k` on the pixels of box row
   `k - 1`, with the same overlap rule.
 
@@ -163,8 +165,9 @@ def read_coco(
 
     Raises:
         ValueError: naming the file and the image or annotation id, for a
-            missing image file, an image whose size differs from the JSON, an
-            unknown image or category id, or a malformed bbox or segmentation.
+            missing image file, an image whose size differs from the JSON, a
+            non-integer or unknown image or category id, or a malformed bbox
+            or segmentation.
     """
     path = Path(annotation_json)
     try:
@@ -176,22 +179,28 @@ def read_coco(
         ) from None
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise ValueError(f"{path}: not a COCO annotation file (no `images` list).")
+    for k, category in enumerate(coco.get("categories", [])):
+        _check_id(f"{path}: category {k}", category, "id")
     names = {int(c["id"]): str(c["name"]) for c in coco.get("categories", [])}
     keep_ids = _select_categories(path, names, categories)
     index_of = {cid: k for k, cid in enumerate(keep_ids)}
-    images = sorted(coco["images"], key=lambda im: im["id"])[:max_images]
+    for k, info in enumerate(coco["images"]):
+        _check_id(f"{path}: image {k}", info, "id")
+    images = sorted(coco["images"], key=lambda im: int(im["id"]))[:max_images]
     by_image = {int(im["id"]): [] for im in images}
     known_images = {int(im["id"]) for im in coco["images"]}
     has_labels = "annotations" in coco
     skipped = 0
     for ann in coco.get("annotations", []):
-        where = f"{path}: annotation id {ann.get('id')}"
-        if int(ann.get("category_id", -1)) not in names:
+        where = f"{path}: annotation id {ann.get('id') if isinstance(ann, dict) else '?'}"
+        _check_id(where, ann, "category_id")
+        _check_id(where, ann, "image_id")
+        if int(ann["category_id"]) not in names:
             raise ValueError(
                 f"{where} has category_id {ann.get('category_id')}, not in the "
                 f"file's categories (ids {sorted(names)[:20]})."
             )
-        if int(ann.get("image_id", -1)) not in known_images:
+        if int(ann["image_id"]) not in known_images:
             raise ValueError(
                 f"{where} has image_id {ann.get('image_id')}, not in `images`."
             )
@@ -213,10 +222,12 @@ def read_coco(
         boxes, classes, rows, empty = _boxes(
             anns, image.shape[:2], skip_crowd, index_of
         )
-        dropped += empty
         masks = (None, None)
         if include_masks or include_instance_masks:
-            masks = _paint(path, anns, rows, index_of, *image.shape[:2])
+            *masks, outside = _paint(path, anns, rows, index_of, *image.shape[:2])
+            # Crowd boxes are not in `empty`; count each annotation once.
+            empty += [i for i in outside if i not in empty]
+        dropped += empty
         out["boxes"].append(boxes)
         out["classes"].append(classes)
         out["masks"].append(masks[0] if include_masks else None)
@@ -290,6 +301,28 @@ def _read_image(path, image_dir, info):
     return image
 
 
+def _check_id(where, record, field):
+    """Refuses an id `int()` would reject or round (`"3"` and `3.0` pass)."""
+    if not isinstance(record, dict):
+        raise ValueError(
+            f"{where} is a {type(record).__name__}; expected a JSON object."
+        )
+    value = record.get(field)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        ok = False
+    else:
+        try:
+            ok = float(value) == int(value)
+        except (ValueError, OverflowError):
+            ok = False
+    if not ok:
+        found = "is missing" if field not in record else f"is {value!r}"
+        raise ValueError(
+            f"{where}: `{field}` {found}; expected an integer id. Fix the "
+            "annotation file (COCO ids are JSON integers)."
+        )
+
+
 def _check_bbox(where, bbox):
     try:
         ok = len(bbox) == 4 and np.isfinite(np.asarray(bbox, "float64")).all()
@@ -319,19 +352,26 @@ def _boxes(anns, shape, skip_crowd, index_of):
 
 
 def _paint(path, anns, box_rows, index_of, height, width):
-    """Semantic and instance maps; larger objects first so smaller ones win."""
+    """Semantic and instance maps (larger objects first so smaller ones win),
+    and the ids of unsegmented annotations whose box has no pixel in the
+    image."""
     semantic = np.zeros((height, width), "int32")
     instances = np.zeros((height, width), "int32")
     instance_of = {r: k + 1 for k, r in enumerate(box_rows)}
-    painted = []
+    painted, outside = [], []
     for r, ann in enumerate(anns):
         where = f"{path}: annotation id {ann.get('id')}"
         mask = segmentation_to_mask(ann.get("segmentation"), height, width, where)
         if mask is None:
             # Unsegmented object: unknown inside its box, not background.
-            x, y, w, h = ann["bbox"]
-            x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
-            x1, y1 = int(np.ceil(x + w)), int(np.ceil(y + h))
+            # Both ends are clipped to the image: a negative end would index
+            # from the far side and paint most of the image.
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            x0, x1 = np.clip([np.floor(x), np.ceil(x + w)], 0, width).astype(int)
+            y0, y1 = np.clip([np.floor(y), np.ceil(y + h)], 0, height).astype(int)
+            if x1 <= x0 or y1 <= y0:
+                outside.append(ann.get("id"))
+                continue
             region = semantic[y0:y1, x0:x1]
             region[region == 0] = -1
             continue
@@ -339,4 +379,4 @@ def _paint(path, anns, box_rows, index_of, height, width):
     for _, r, mask in sorted(painted, key=lambda item: item[:2]):
         semantic[mask] = index_of[int(anns[r]["category_id"])] + 1
         instances[mask] = instance_of.get(r, 0)
-    return semantic, instances
+    return semantic, instances, outside

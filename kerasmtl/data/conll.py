@@ -19,14 +19,25 @@ All readers share these rules:
   FEATS, where `_` means "no features".) A `_` on only some words is kept
   as the tag `"_"`.
 - Malformed input (a wrong number of columns, a non-integer or out-of-order
-  word ID, an empty token or tag) raises a `ValueError` naming the file and
-  the line number.
+  word ID, an empty token or tag, bytes that are not UTF-8) raises a
+  `ValueError` naming the file and the line number.
+- Whitespace around a tag (`"DET "`, e.g. from a stray space before a tab)
+  is stripped, with one warning per file counting such tags.
+- Entity columns read as IOB2 (`"ner"` in `read_iob` by default, `read_uner`,
+  `read_joined_tsv`) are checked: tags that are not `O`, `B-TYPE` or `I-TYPE`,
+  and `I-TYPE` tags that do not continue an entity of that type (as at a
+  sentence start, or in IOB1 files), are kept as they are, with one warning
+  per file that counts them and gives the first line. Entity metrics read
+  such an `I-TYPE` as the start of an entity (conlleval's rule) and reject
+  the other tags.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -106,6 +117,7 @@ def read_iob(
     id_column: int | None = None,
     comment_prefix: str | None = "#",
     docstart: str | None = "-DOCSTART-",
+    iob2_tasks: Sequence[str] | None = None,
 ) -> TaggedCorpus:
     """Reads a column file of tokens and tags: CoNLL-2003, IOB2, UNER `.iob2`.
 
@@ -134,20 +146,33 @@ def read_iob(
             `None` disables comments. Defaults to `"#"`.
         docstart: str or None. A line whose token is this is skipped (and ends
             the sentence before it). Defaults to `"-DOCSTART-"`.
+        iob2_tasks: sequence of str or None. Tasks whose tags are IOB2 entity
+            tags, checked as the module docstring says; `()` checks none.
+            Defaults to `None` (the task `"ner"`, if read).
 
     Returns:
         `TaggedCorpus` with one task per entry of `tag_columns`.
     """
+    tag_columns = {"ner": -1} if tag_columns is None else dict(tag_columns)
+    if iob2_tasks is None:
+        iob2_tasks = [t for t in tag_columns if t == "ner"]
+    unknown = [t for t in iob2_tasks if t not in tag_columns]
+    if isinstance(iob2_tasks, str) or unknown:
+        raise ValueError(
+            f"Invalid value for argument `iob2_tasks`: {iob2_tasks!r}. Expected "
+            f"a sequence of tasks of `tag_columns` ({list(tag_columns)})."
+        )
     return _read_columns(
         path,
         format_name="column",
         num_columns=num_columns,
         delimiter=delimiter,
         token_column=token_column,
-        tag_columns={"ner": -1} if tag_columns is None else dict(tag_columns),
+        tag_columns=tag_columns,
         id_column=id_column,
         comment_prefix=comment_prefix,
         docstart=docstart,
+        iob2_tasks=frozenset(iob2_tasks),
     )
 
 
@@ -190,6 +215,7 @@ def read_joined_tsv(path: str | os.PathLike, xpos: bool = False) -> TaggedCorpus
         token_column=1,
         tag_columns=tags,
         id_column=0,
+        iob2_tasks=frozenset({"ner"}),
     )
 
 
@@ -236,13 +262,18 @@ def _read_columns(
     comment_prefix: str | None = "#",
     docstart: str | None = None,
     keep_underscore: frozenset = frozenset(),
+    iob2_tasks: frozenset = frozenset(),
 ) -> TaggedCorpus:
     path = Path(path)
     if not tag_columns:
         raise ValueError("`tag_columns` is empty: name at least one tag column.")
     sentences, tags, ids = [], {task: [] for task in tag_columns}, []
     words, word_tags, sent_id, first_line = [], {t: [] for t in tag_columns}, None, 0
+    word_lines = []
     expected = None
+    # Kept-but-suspect tags: {kind: [count, first line, example]}.
+    stripped = [0, 0, ""]
+    not_iob2 = {task: {"tag": [0, 0, ""], "start": [0, 0, ""]} for task in iob2_tasks}
 
     def error(lineno, message):
         return ValueError(f"{path}:{lineno}: {message}")
@@ -262,7 +293,7 @@ def _read_columns(
         expected = check_layout(num_columns, None)
 
     def end_sentence():
-        nonlocal words, word_tags, sent_id
+        nonlocal words, word_tags, sent_id, word_lines
         if words:
             sentences.append(words)
             for task, values in word_tags.items():
@@ -270,11 +301,14 @@ def _read_columns(
                     v == UNSPECIFIED for v in values
                 )
                 tags[task].append(None if unlabelled else values)
+                if task in iob2_tasks and not unlabelled:
+                    _check_iob2(values, word_lines, not_iob2[task])
             ids.append(sent_id if sent_id is not None else f"{path.name}:{first_line}")
-        words, word_tags, sent_id = [], {t: [] for t in tag_columns}, None
+        words, word_tags, sent_id, word_lines = [], {t: [] for t in tag_columns}, None, []
 
     with open(path, encoding="utf-8-sig", newline=None) as f:
-        for lineno, line in enumerate(f, 1):
+        lines = _utf8_lines(f, path)
+        for lineno, line in enumerate(lines, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 end_sentence()
@@ -333,10 +367,88 @@ def _read_columns(
             if not words:
                 first_line = lineno
             words.append(token)
+            word_lines.append(lineno)
             for task, column in tag_columns.items():
                 value = columns[column]
+                if value != value.strip():
+                    _count(stripped, lineno, value)
+                    value = value.strip()
                 if not value:
                     raise error(lineno, f"empty tag for task '{task}'.")
                 word_tags[task].append(value)
         end_sentence()
+    if stripped[0]:
+        warnings.warn(
+            f"{path}: stripped the whitespace around {stripped[0]} tag(s) (first: "
+            f"{stripped[2]!r} on line {stripped[1]}). Check the file's column "
+            "separators.",
+            stacklevel=3,
+        )
+    for task, found in not_iob2.items():
+        problems = []
+        if found["tag"][0]:
+            count, lineno, tag = found["tag"]
+            problems.append(
+                f"{count} tag(s) that are not 'O', 'B-TYPE' or 'I-TYPE' (first: "
+                f"{tag!r} on line {lineno})"
+            )
+        if found["start"][0]:
+            count, lineno, tag = found["start"]
+            problems.append(
+                f"{count} I-TYPE tag(s) that do not continue an entity of that "
+                f"type (first: {tag} on line {lineno})"
+            )
+        if problems:
+            warnings.warn(
+                f"{path}: task '{task}' is read as IOB2 but has "
+                f"{' and '.join(problems)}; they are kept as they are. Entity "
+                "metrics read such an I-TYPE as the start of an entity and "
+                "reject other tags. Convert the file to IOB2 (from IOB1: an "
+                "I-TYPE that starts an entity becomes B-TYPE), or, with "
+                "`read_iob`, pass `iob2_tasks` without this task if its column "
+                "is not IOB2.",
+                stacklevel=3,
+            )
     return TaggedCorpus(sentences, tags, ids)
+
+
+def _count(found, lineno, example):
+    if not found[0]:
+        found[1:] = [lineno, example]
+    found[0] += 1
+
+
+def _check_iob2(values, lines, found):
+    entity = None  # type of the entity the previous tag is part of
+    for k, (tag, lineno) in enumerate(zip(values, lines)):
+        prefix, kind = tag[:2], tag[2:]
+        if tag != "O" and (prefix not in ("B-", "I-") or not kind):
+            _count(found["tag"], lineno, tag)
+            kind = None
+        elif prefix == "I-" and entity != kind:
+            after = repr(values[k - 1]) if k else "the sentence start"
+            _count(found["start"], lineno, f"{tag!r} after {after}")
+        entity = None if tag == "O" else kind
+
+
+def _utf8_lines(file, path):
+    """The lines of `file`, with a decoding error that names the line."""
+    try:
+        yield from file
+    except UnicodeDecodeError as err:
+        where, reason = f"{path}:", err.reason
+        # The error's offset is within a buffer; decode the whole file again
+        # to find the line.
+        data = path.read_bytes()
+        start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        try:
+            data[start:].decode("utf-8")
+        except UnicodeDecodeError as whole:
+            offset, reason = start + whole.start, whole.reason
+            lineno = len(re.split(rb"\r\n|\r|\n", data[:offset]))
+            where = f"{path}:{lineno}: byte 0x{data[offset]:02x} at offset {offset}"
+        raise ValueError(
+            f"{where} is not UTF-8 ({reason}). This reader reads UTF-8 "
+            "files: convert the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT` "
+            "if it is Latin-1."
+        ) from None

@@ -46,6 +46,20 @@ def _is_image_folder(folder: Path) -> bool:
     return (folder / "images" / f"{folder.name}.png").is_file()
 
 
+def _looks_like_image_folder(folder: Path) -> bool:
+    # An image folder whose image is missing or misnamed still has images/ or
+    # masks/: accepting it lets the reader name it instead of rejecting the
+    # whole root.
+    return (folder / "images").is_dir() or (folder / "masks").is_dir()
+
+
+def _has_layout(folders) -> bool:
+    return (
+        any(_is_image_folder(f) for f in folders)
+        and all(_looks_like_image_folder(f) for f in folders)
+    )
+
+
 def _resolve_root(root) -> Path | None:
     """`root` if its subfolders are image folders, or its single subfolder if
     that one's are (e.g. a data set folder holding `stage1_train/`)."""
@@ -53,19 +67,45 @@ def _resolve_root(root) -> Path | None:
     if not root.is_dir():
         return None
     folders = _subfolders(root)
-    if folders and all(_is_image_folder(f) for f in folders):
+    if _has_layout(folders):
         return root
-    if len(folders) == 1:
-        inner = _subfolders(folders[0])
-        if inner and all(_is_image_folder(f) for f in inner):
-            return folders[0]
+    if len(folders) == 1 and _has_layout(_subfolders(folders[0])):
+        return folders[0]
     return None
+
+
+def _layout_error(root) -> ValueError:
+    """Why `root` is not an instance-mask folder, naming the subfolders that
+    break the layout when the others follow it."""
+    message = (
+        f"{root}: not an instance-mask folder. Expected "
+        "<root>/<image_id>/images/<image_id>.png and "
+        "<root>/<image_id>/masks/<mask_id>.png for every subfolder."
+    )
+    root = Path(root)
+    if not root.is_dir():
+        return ValueError(f"{message} {root} does not exist or is not a folder.")
+    folders = _subfolders(root)
+    candidates = [root] + (folders if len(folders) == 1 else [])
+    for parent in candidates:
+        inner = _subfolders(parent)
+        bad = [f.name for f in inner if not _looks_like_image_folder(f)]
+        if bad and len(bad) < len(inner):
+            return ValueError(
+                f"{message} In {parent}, {len(bad)} of {len(inner)} subfolders "
+                f"have neither images/ nor masks/: {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}. Move them out of {parent}, "
+                "or add their images/<image_id>.png."
+            )
+    return ValueError(message)
 
 
 def is_instance_mask_folder(path: str | os.PathLike) -> bool:
     """Whether `path` has the DSB-2018 layout: every subfolder `<id>` holds
     `images/<id>.png` (and, for labelled data, `masks/`). A folder whose single
     subfolder has this layout (such as `dsb2018_nuclei/stage1_train`) counts.
+    So does one where some subfolders have `images/` or `masks/` but not their
+    image, so that `read_instance_mask_folder` names them.
 
     Examples:
 
@@ -141,9 +181,16 @@ def _read_one(folder: Path, allow_unlabelled: bool, empty: list):
     """Image, boxes, semantic mask, instance map and mask ids of one folder."""
     image_file = folder / "images" / f"{folder.name}.png"
     if not image_file.is_file():
+        found = (
+            sorted(p.name for p in image_file.parent.iterdir())[:3]
+            if image_file.parent.is_dir()
+            else "no images/ folder"
+        )
         raise ValueError(
-            f"{folder}: expected the image {image_file} "
-            "(layout <root>/<id>/images/<id>.png)."
+            f"Image folder {folder.name!r} ({folder}) has no image "
+            f"images/{image_file.name} (found: {found}); the layout is "
+            "<root>/<id>/images/<id>.png. Add or rename the image, or move "
+            "the folder out of the data set."
         )
     extra = [p.name for p in _checked_pngs(folder / "images") if p != image_file]
     if extra:
@@ -222,11 +269,7 @@ def read_instance_mask_folder(
     """
     resolved = _resolve_root(root)
     if resolved is None:
-        raise ValueError(
-            f"{root}: not an instance-mask folder. Expected "
-            "<root>/<image_id>/images/<image_id>.png and "
-            "<root>/<image_id>/masks/<mask_id>.png for every subfolder."
-        )
+        raise _layout_error(root)
     folders = _subfolders(resolved)
     if image_ids is not None:
         known = {f.name: f for f in folders}
