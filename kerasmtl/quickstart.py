@@ -94,14 +94,17 @@ def run_quickstart(
     name = os.path.basename(base.rstrip(os.sep)) or "model"
     print_fn("")
     print_fn(f"exported SavedModel: {version_dir}")
-    print_fn("serve it with TF Serving (REST on port 8501):")
-    print_fn(
-        f"  docker run -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} "
-        "tensorflow/serving"
-    )
+    # kerasmtl serve first: it is installed already, Docker may not be.
+    print_fn("serve it (TF Serving's REST API on port 8501):")
+    print_fn(f"  kerasmtl serve {base} --name {name}")
     print_fn(
         f"  curl -d '{{\"instances\": [{[0] * num_features}]}}' "
         f"localhost:8501/v1/models/{name}:predict"
+    )
+    print_fn("the same directory runs unchanged in TF Serving:")
+    print_fn(
+        f"  docker run -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} "
+        "tensorflow/serving"
     )
     print_fn("or call it in Python, no kerasmtl needed:")
     print_fn(

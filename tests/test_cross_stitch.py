@@ -100,3 +100,16 @@ def test_bad_input():
     named = [[keras.layers.Dense(2, name="size")], [keras.layers.Dense(2)]]
     with pytest.raises(ValueError, match="task 'size' has the same name as a layer"):
         mtl.sharing.cross_stitch(x, named, tasks)
+
+
+def test_towers_as_a_function_of_the_inputs_get_a_clear_error():
+    x, tasks = keras.Input((8,)), two_tasks()
+
+    def tower_fn(inputs):  # the form soft_sharing takes
+        return keras.layers.Dense(4)(inputs)
+
+    with pytest.raises(ValueError, match=r"`towers` takes an argument.*lambda: \["):
+        mtl.sharing.cross_stitch(x, tower_fn, tasks)
+    # A factory of one layer is a tower of depth 1.
+    model = mtl.sharing.cross_stitch(x, lambda: keras.layers.Dense(4), tasks)
+    assert model.get_layer("cross_stitch_0").alpha.shape == (2, 2)

@@ -163,6 +163,20 @@ def test_dynamic_sampling_during_fit():
     assert [h["size_corpus"] for h in sampling.history] == pytest.approx([0.7, 0.78])
 
 
+def test_dynamic_mixture_without_steps_per_epoch_is_refused():
+    # The dynamic mixture is endless: without steps_per_epoch, fit used to run
+    # forever with the weights never updated.
+    tasks = [mtl.tasks.Classification("species", 3), mtl.tasks.Regression("size")]
+    inputs = keras.Input((4,))
+    model = mtl.sharing.hard_sharing(inputs, inputs, tasks)
+    model.compile(optimizer="sgd")
+    sampling = DynamicSampling({"size": ("loss/size", 1e-6)})
+    train = mix(disjoint_datasets(), strategy="dynamic", sampler=sampling, seed=0)
+    with pytest.raises(ValueError, match="no `steps_per_epoch`.*never end"):
+        model.fit(train.batch(16), epochs=1, verbose=0, callbacks=[sampling])
+    assert sampling.history == []
+
+
 def test_bad_input():
     a = tf.data.Dataset.from_tensor_slices((np.zeros((2, 3), "float32"), {"a": [0, 1]}))
     b = tf.data.Dataset.from_tensor_slices((np.zeros((2, 4), "float32"), {"b": [0, 1]}))

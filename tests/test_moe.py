@@ -185,3 +185,21 @@ def test_mmoe_on_token_features_gates_every_token():
     weights = mtl.sharing.gate_weights(model, np.ones((3, 7), "int32"))
     assert weights["ner"].shape == (3, 7, 2)
     np.testing.assert_allclose(weights["ner"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_experts_as_a_function_of_the_inputs_get_a_clear_error():
+    x, tasks = keras.Input((8,)), two_tasks()
+
+    def expert_fn(inputs):  # soft_sharing's tower form, not a factory
+        return keras.layers.Dense(4)(inputs)
+
+    with pytest.raises(ValueError, match=r"`experts` takes an argument.*`experts=lambda:"):
+        mtl.sharing.mmoe(x, expert_fn, tasks, num_experts=2)
+    with pytest.raises(ValueError, match="`shared_experts` takes an argument"):
+        mtl.sharing.cgc(x, expert_fn, expert, tasks, num_shared_experts=1,
+                        num_task_experts=1)
+    with pytest.raises(ValueError, match=r"`task_experts\['size'\]` takes an argument"):
+        mtl.sharing.ple(x, expert, {"species": expert, "size": expert_fn}, tasks,
+                        num_shared_experts=1, num_task_experts=1)
+    with pytest.raises(ValueError, match="factory, so `num_shared_experts` is needed"):
+        mtl.sharing.cgc(x, expert, expert, tasks)

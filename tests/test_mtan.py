@@ -87,3 +87,15 @@ def test_bad_input():
         mtl.sharing.attention_maps(
             mtl.sharing.hard_sharing(x, x, [mtl.tasks.Regression("a")]), np.ones((1, 4))
         )
+
+
+def test_blocks_from_a_factory_or_a_function_of_the_inputs():
+    image, tasks = keras.Input((8, 8, 3)), two_tasks()
+    model = mtl.sharing.mtan(image, blocks, tasks)  # a factory: called once
+    assert tuple(model.get_layer("size_attention_1").output[1].shape) == (None, 4, 4, 6)
+
+    def features_fn(inputs):
+        return keras.layers.Conv2D(4, 3, padding="same")(inputs)
+
+    with pytest.raises(ValueError, match="`shared_blocks` takes an argument.*lambda: "):
+        mtl.sharing.mtan(image, features_fn, tasks)

@@ -42,3 +42,28 @@ def test_readme_zoo_example_runs(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0 and "Measured results" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_every_zoo_model_has_a_card_written_for_users():
+    import zoo
+
+    cards = README.parent / "zoo" / "cards"
+    missing = [n for n in zoo.list_models() if not (cards / f"{n}.md").is_file()]
+    assert not missing, f"no model card for {missing}"
+    internal = re.compile(r"\bissue \d|\bissue's\b|/tmp\b", re.I)
+    for card in sorted(cards.glob("*.md")):
+        found = internal.search(card.read_text())
+        assert not found, f"{card.name} mentions {found.group()!r}"
+
+
+def test_det_seg_card_gives_the_split_the_cli_prints():
+    import inspect
+
+    from zoo.vision import SHAPES_DEV, SHAPES_TRAIN, vision_data
+
+    total = SHAPES_TRAIN + SHAPES_DEV  # what the shapes recipe makes, then splits
+    fraction = inspect.signature(vision_data).parameters["dev_fraction"].default
+    dev = round(total * fraction)
+    card = (README.parent / "zoo" / "cards" / "det_seg_resnet_fpn.md").read_text()
+    recipe = card[card.index("Recipes:"):card.index("## Measured results")]
+    assert f"{total - dev} train / {dev} dev" in recipe

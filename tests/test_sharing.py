@@ -96,3 +96,27 @@ def test_soft_sharing_errors():
         mtl.sharing.soft_sharing(x, tower, two_tasks()[:1])
     with pytest.raises(ValueError, match="penalty"):
         mtl.sharing.soft_sharing(x, tower, two_tasks(), penalty=-1.0)
+
+
+def test_soft_sharing_takes_a_function_of_the_inputs_or_a_factory_of_layers():
+    x = keras.Input((3,))
+    by_function = mtl.sharing.soft_sharing(x, tower, two_tasks())
+
+    def factory():  # the form cross_stitch takes
+        return [keras.layers.Dense(2, activation="relu"), keras.layers.Dense(5)]
+
+    by_factory = mtl.sharing.soft_sharing(x, factory, two_tasks())
+    single = mtl.sharing.soft_sharing(x, lambda: keras.layers.Dense(2), two_tasks())
+    assert len(by_function.soft_sharing["groups"]) == 1
+    assert len(by_factory.soft_sharing["groups"]) == 2
+    assert len(single.soft_sharing["groups"]) == 1
+    assert by_factory.get_layer("a").kernel.shape == (5, 1)
+    # Each task got its own (paired) layers, as with tower(inputs).
+    first, _ = by_factory.soft_sharing["groups"]
+    assert len(set(first)) == 2
+    with pytest.raises(ValueError, match="must return a Keras layer or a non-empty list"):
+        mtl.sharing.soft_sharing(x, lambda: [], two_tasks())
+    with pytest.raises(ValueError, match=r"`tower_fn` must be a factory.*\(a, b\)"):
+        mtl.sharing.soft_sharing(x, lambda a, b: a, two_tasks())
+    with pytest.raises(ValueError, match="Expected a callable.*Received: 3"):
+        mtl.sharing.soft_sharing(x, 3, two_tasks())

@@ -139,6 +139,20 @@ class DynamicSampling(keras.callbacks.Callback):
             result[task] = max(0.0, gap / max(abs(target), 1e-12))
         return result
 
+    def on_train_begin(self, logs=None):
+        # The dynamic mixture repeats every data set forever: without a step
+        # count the first epoch never ends, so the weights would never move and
+        # fit would run until killed.
+        params = self.params or {}
+        if "steps" in params and params["steps"] is None:
+            raise ValueError(
+                "DynamicSampling: fit() was given no `steps_per_epoch`, but "
+                "mix(..., strategy='dynamic') yields an endless stream (every data "
+                "set is repeated), so the first epoch would never end and the "
+                "sampling weights would never be updated. Pass fit(..., "
+                "steps_per_epoch=N), e.g. N = examples per epoch // batch size."
+            )
+
     def on_epoch_end(self, epoch, logs=None):
         if self.weights is None:
             raise ValueError(

@@ -66,8 +66,9 @@ def mix(
         temperature: float > 0. `T` of the temperature strategy. Defaults to
             `2.0`.
         sampler: `DynamicSampling` or None. Required by `"dynamic"`: the
-            callback that owns the weights; give the same object to `fit()`.
-            Defaults to `None`.
+            callback that owns the weights; give the same object to `fit()`,
+            with `steps_per_epoch` (the dynamic mixture is endless, so the
+            callback refuses a `fit()` without it). Defaults to `None`.
         repeat: bool or None. Repeat every data set forever, so the draws
             follow the strategy throughout (sizes are still read before
             repeating); the mixture is then infinite. Defaults to `None`:

@@ -16,11 +16,15 @@ import keras
 
 from kerasmtl.layers.cross_stitch_unit import CrossStitch
 from kerasmtl.model import MultiTaskModel
-from kerasmtl.sharing.layer_names import check_layer_names, model_features
+from kerasmtl.sharing.layer_names import (
+    check_layer_names,
+    model_features,
+    takes_inputs,
+)
 from kerasmtl.tasks import Task
 
 Towers = (
-    Callable[[], Sequence[keras.layers.Layer]]
+    Callable[[], Sequence[keras.layers.Layer] | keras.layers.Layer]
     | Mapping[str, Sequence[keras.layers.Layer]]
     | Sequence[Sequence[keras.layers.Layer]]
 )
@@ -42,11 +46,15 @@ def cross_stitch(
 
     Args:
         inputs: Keras input tensor(s) of the model.
-        towers: a factory `() -> list of layers`, called once per task (it
-            must create new layers on every call); or the towers themselves, a
+        towers: a factory `() -> list of layers` (or `() -> layer`), called
+            once per task (it must create new layers on every call); or the
+            towers themselves, a
             dict `{task_name: list of layers}` or a list of layer lists in task
             order. Every tower has the same number of layers, and the outputs
-            at each stitched depth have the same shape in every tower.
+            at each stitched depth have the same shape in every tower. A
+            function of the inputs (`f(inputs) -> features`, which
+            `soft_sharing` also takes) is refused: the units are stitched
+            between the layers, so they must be given one by one.
         tasks: the tasks (at least two); task `t`'s head is built on tower `t`.
         stitch_after: sequence of int or None. Depths (0-based layer indices,
             in `[0, depth - 1]`) after which a cross-stitch unit
@@ -117,7 +125,21 @@ def cross_stitch(
 def _tower_layers(towers, tasks) -> list[list]:
     names = [t.name for t in tasks]
     if callable(towers) and not isinstance(towers, keras.layers.Layer):
+        if takes_inputs("cross_stitch", "towers", towers):
+            raise ValueError(
+                "cross_stitch: `towers` takes an argument (a function of the "
+                "inputs, `f(inputs) -> features`, as soft_sharing takes), but "
+                "cross_stitch stitches units between the towers' layers, so it "
+                "needs the layers themselves: pass a factory with no argument "
+                "that returns a new list of layers, e.g. `lambda: "
+                "[keras.layers.Dense(64, activation='relu'), "
+                f"keras.layers.Dense(64, activation='relu')]`. Received: {towers!r}"
+            )
         layer_lists = [towers() for _ in tasks]
+        layer_lists = [
+            [layers] if isinstance(layers, keras.layers.Layer) else layers
+            for layers in layer_lists
+        ]
     elif isinstance(towers, Mapping):
         if set(towers) != set(names):
             raise ValueError(

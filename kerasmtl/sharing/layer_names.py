@@ -9,6 +9,7 @@ Keras' generic duplicate-name error.
 from __future__ import annotations
 
 import collections
+import inspect
 from collections.abc import Sequence
 
 import keras
@@ -44,12 +45,67 @@ def check_count(builder: str, argument: str, value) -> None:
         )
 
 
+def takes_inputs(builder: str, argument: str, fn) -> bool:
+    """Whether the callable `fn` is a function of the inputs, `fn(inputs) ->
+    features` (True), or a factory called with no argument (False).
+
+    The builders take both forms under names users mix up (`tower_fn`,
+    `towers`, `experts`); reading the signature turns a mix-up into an error
+    that names the form expected instead of a TypeError from deep inside.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False  # no signature to read (a C callable): assume a factory
+    for arguments in ((), (None,)):
+        try:
+            signature.bind(*arguments)
+        except TypeError:
+            continue
+        return bool(arguments)
+    raise ValueError(
+        f"{builder}: `{argument}` must be a factory taking no argument or a "
+        "function of one argument (the input tensor); it requires the "
+        f"arguments {signature}. Received: {fn!r}"
+    )
+
+
+def apply_layers(builder: str, argument: str, layers, inputs):
+    """Applies what a factory returned (a layer or a non-empty list of
+    layers) to `inputs`, in order."""
+    if isinstance(layers, keras.layers.Layer):
+        layers = [layers]
+    if (
+        not isinstance(layers, Sequence)
+        or isinstance(layers, str)
+        or not layers
+        or not all(map(callable, layers))
+    ):
+        raise ValueError(
+            f"{builder}: the factory `{argument}` must return a Keras layer or a "
+            f"non-empty list of Keras layers. Received: {layers!r}"
+        )
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
 def make_layers(
     builder: str, argument: str, spec, count: int | None, count_argument: str
 ) -> list:
     """Layers from `spec`: a sequence of layers, or a factory `() -> layer`
     called `count` times (new layers each call)."""
     if callable(spec) and not isinstance(spec, keras.layers.Layer):
+        if takes_inputs(builder, argument, spec):
+            raise ValueError(
+                f"{builder}: `{argument}` takes an argument (a function of the "
+                f"inputs, `f(x) -> features`), but {builder} calls a factory with "
+                "no argument to make each expert, then calls the expert on the "
+                f"features: pass e.g. `{argument}=lambda: "
+                "keras.layers.Dense(64, activation='relu')`. Received: "
+                f"{spec!r}"
+            )
         if count is None:
             raise ValueError(
                 f"{builder}: `{argument}` is a factory, so `{count_argument}` is "

@@ -12,13 +12,17 @@ follow the paper's text).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 
 from kerasmtl.layers.task_attention import TaskAttention
 from kerasmtl.model import MultiTaskModel
-from kerasmtl.sharing.layer_names import check_layer_names, model_features
+from kerasmtl.sharing.layer_names import (
+    check_layer_names,
+    model_features,
+    takes_inputs,
+)
 from kerasmtl.tasks import Task
 
 _POOLING = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
@@ -26,7 +30,8 @@ _POOLING = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.Glob
 
 def mtan(
     inputs,
-    shared_blocks: Sequence[keras.layers.Layer],
+    shared_blocks: Sequence[keras.layers.Layer]
+    | Callable[[], Sequence[keras.layers.Layer]],
     tasks: Sequence[Task],
     *,
     attention_channels: int | None = None,
@@ -40,9 +45,11 @@ def mtan(
     Args:
         inputs: Keras input tensor(s) of the model.
         shared_blocks: list of Keras layers/models, applied in order to the
-            image features; each maps a feature map `(batch, height, width,
-            channels)` to another (e.g. conv -> BN -> ReLU -> pooling). A block
-            may reduce the resolution by an integer factor.
+            image features, or a factory `() -> list of layers` (called once;
+            the form `cross_stitch` takes). Each block maps a feature map
+            `(batch, height, width, channels)` to another (e.g. conv -> BN ->
+            ReLU -> pooling) and may reduce the resolution by an integer
+            factor.
         tasks: the tasks; task `t`'s head reads its attended features of the
             last block.
         attention_channels: int or None. Hidden channels of the attention
@@ -84,11 +91,24 @@ def mtan(
             "mtan: invalid value for argument `pooling`. Expected 'avg', 'max' or "
             f"None. Received: pooling={pooling!r}"
         )
+    if callable(shared_blocks) and not isinstance(shared_blocks, keras.layers.Layer):
+        if takes_inputs(builder, "shared_blocks", shared_blocks):
+            raise ValueError(
+                "mtan: `shared_blocks` takes an argument (a function of the "
+                "inputs, `f(inputs) -> features`), but mtan attends to the output "
+                "of every block, so it needs the blocks themselves: pass a list of "
+                "layers or a factory with no argument that returns one, e.g. "
+                "`lambda: [keras.layers.Conv2D(16, 3, padding='same'), "
+                f"keras.layers.Conv2D(32, 3, strides=2, padding='same')]`. Received: "
+                f"{shared_blocks!r}"
+            )
+        shared_blocks = shared_blocks()
     blocks = list(shared_blocks) if isinstance(shared_blocks, Sequence) else None
     if not blocks or not all(callable(b) for b in blocks):
         raise ValueError(
             "mtan: `shared_blocks` must be a non-empty list of Keras layers or "
-            f"models. Received: {shared_blocks!r}"
+            "models (or a factory `() -> list of layers`). Received: "
+            f"{shared_blocks!r}"
         )
     # Made before any block is called: a bad `attention_channels` must not
     # leave half-built graphs behind.

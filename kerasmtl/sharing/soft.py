@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from kerasmtl.model import MultiTaskModel
+from kerasmtl.sharing.layer_names import apply_layers, takes_inputs
 from kerasmtl.tasks import Task
 from kerasmtl.weighting import LossWeighting
 
@@ -29,10 +30,13 @@ def soft_sharing(
 
     Args:
         inputs: Keras input tensor(s) of the model.
-        tower_fn: callable `tower_fn(inputs) -> features` that creates *new*
-            layers on every call. Every call must build the same architecture:
-            the i-th layer with weights of each tower is paired with the i-th of
-            the others.
+        tower_fn: callable, called once per task, that creates *new* layers
+            on every call, in either form: `tower_fn(inputs) -> features`, or a
+            factory `tower_fn() -> layer or list of layers` (the form
+            `cross_stitch` takes), whose layers are applied to `inputs` in
+            order. The form is read from the signature. Every call must build
+            the same architecture: the i-th layer with weights of each tower
+            is paired with the i-th of the others.
         tasks: the tasks; task t's head is built on tower t.
         penalty: float >= 0. Strength of the penalty
             `penalty * sum_{t<u} ||W_t - W_u||^2` over paired weights.
@@ -52,6 +56,13 @@ def soft_sharing(
     >>> model = mtl.sharing.soft_sharing(x, tower, tasks, penalty=0.01)
     >>> len(model.soft_sharing["groups"])
     1
+
+    The same towers from a factory of layers, as `cross_stitch` takes them:
+
+    >>> factory = lambda: [keras.layers.Dense(4, activation="relu")]
+    >>> model = mtl.sharing.soft_sharing(x, factory, tasks, penalty=0.01)
+    >>> len(model.soft_sharing["groups"])
+    1
     """
     tasks = list(tasks)
     if not penalty >= 0:
@@ -64,9 +75,23 @@ def soft_sharing(
             f"soft_sharing needs at least two tasks; received {len(tasks)}. "
             "Use hard_sharing for a single task."
         )
+    if not callable(tower_fn):
+        raise ValueError(
+            "soft_sharing: invalid value for argument `tower_fn`. Expected a "
+            "callable that makes new layers on every call: `tower_fn(inputs) -> "
+            "features` or a factory `tower_fn() -> list of layers`. Received: "
+            f"{tower_fn!r}"
+        )
+    # A layer object is a function of the inputs (refused below as shared).
+    of_inputs = isinstance(tower_fn, keras.layers.Layer) or takes_inputs(
+        "soft_sharing", "tower_fn", tower_fn
+    )
     towers, outputs = [], {}
     for task in tasks:
-        features = tower_fn(inputs)
+        if of_inputs:
+            features = tower_fn(inputs)
+        else:
+            features = apply_layers("soft_sharing", "tower_fn", tower_fn(), inputs)
         towers.append(_weighted_layers(inputs, features))
         outputs[task.name] = task.build_head(features)
 
