@@ -7,30 +7,66 @@
     kerasmtl serve BASE --name N   serve a SavedModel base path over TF Serving's REST API
     kerasmtl zoo list              list the zoo's models
     kerasmtl zoo card NAME         print a zoo model's card
+
+`python -m kerasmtl ...` runs the same. Arguments are parsed before TensorFlow
+is imported: `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
+import threading
 from collections.abc import Sequence
 
-import keras
-
-from kerasmtl import weighting
-from kerasmtl.export import export_saved_model
-from kerasmtl.quickstart import run_quickstart
-from kerasmtl.serving.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, serve
-
-# --weighting choices of the quickstart.
+# --weighting choices: names of `kerasmtl.weighting` classes, looked up after
+# parsing (importing them loads TensorFlow).
 _WEIGHTINGS = {
-    "equal": weighting.Equal,
-    "uncertainty": weighting.Uncertainty,
-    "dwa": weighting.DynamicWeightAverage,
-    "rlw": weighting.RandomLossWeighting,
-    "gls": weighting.GeometricLossStrategy,
+    "equal": "Equal",
+    "uncertainty": "Uncertainty",
+    "dwa": "DynamicWeightAverage",
+    "rlw": "RandomLossWeighting",
+    "gls": "GeometricLossStrategy",
 }
+
+# `kerasmtl.serving.server`'s defaults, repeated so that `--help` does not
+# import the server (a test checks they agree).
+_DEFAULT_PORT = 8501
+_DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+_DEFAULT_MAX_REQUESTS = 64
+_DEFAULT_MAX_CONNECTIONS = 1000
+_DEFAULT_TIMEOUTS = {"header": 10.0, "body": 60.0, "keep_alive": 5.0}
+
+# What `--data` means for each zoo model with a training recipe (a test checks
+# that every such model is listed). Kept here, not read from the zoo, so that
+# `--help` does not import TensorFlow.
+_DATA_HELP = """\
+--data SPEC, per zoo model (see also `kerasmtl zoo card NAME`):
+  tabular_mtl_mlp       synthetic
+  multilabel_mlp        synthetic, or a MULAN folder (e.g. ../shared/data/yeast):
+                        one <name>-train.arff (or one .arff) and one <name>.xml
+                        label file; an optional dev_split_seed0.txt lists the
+                        dev rows (0-based, one per line), else --dev-fraction of
+                        the rows (default 0.1), drawn with --seed, are the dev set
+  multilabel_cnn        synthetic, or a folder with train.csv and dev.csv
+                        (columns: image, then one 0/1 column per label; image
+                        paths relative to the folder)
+  pos_ner_bilstm_crf,   synthetic; tfds:conll2003 (prepared beforehand with
+  pos_ner_transformer   `tfds build conll2003`); or a UD English-EWT + UNER
+                        folder holding joined/en_ewt-{train,dev}.pos_ner.tsv
+                        (e.g. ../shared/data/ud_ewt_uner)
+  det_seg_resnet_fpn    shapes (synthetic); a COCO folder (annotations.json +
+                        images/, or annotations/instances_<split>.json + the
+                        images); or a DSB-2018 nuclei folder (<id>/images/<id>.png
+                        and <id>/masks/*.png per image); --dev-fraction of the
+                        images (default 0.2), drawn with --seed, are the dev set
+
+TensorFlow's C++ start-up and device logs are hidden unless TF_CPP_MIN_LOG_LEVEL
+is set (TF_CPP_MIN_LOG_LEVEL=0 shows them all).
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    _start_tensorflow_quietly()
     try:
         return args.handler(args) or 0
     except ValueError as error:  # bad input: a clear message, not a traceback
@@ -60,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     quick.add_argument("--export-dir", default="exported/quickstart",
                        help="base path of the SavedModel export (default: %(default)s)")
-    quick.add_argument("--epochs", type=int, default=8, help="default: %(default)s")
-    quick.add_argument("--examples", type=int, default=1500,
+    quick.add_argument("--epochs", type=_positive_int, default=8, metavar="N",
+                       help="default: %(default)s")
+    quick.add_argument("--examples", type=_positive_int, default=1500, metavar="N",
                        help="training examples (default: %(default)s)")
     quick.add_argument("--missing-rate", type=float, default=0.3,
                        help="share of labels marked missing (default: %(default)s)")
@@ -81,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a zoo model on a data set, evaluate it on dev, save "
-        "and export it")
+        "and export it", epilog=_DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_recipe_arguments(train)
     train.add_argument("--save", default=None,
                        help="write the trained model here (.keras; default: "
@@ -92,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="train a zoo model and its single-task baselines with the "
-        "same trunk, data and budget; print the per-task dev report and Δm")
+        "same trunk, data and budget; print the per-task dev report and Δm",
+        epilog=_DATA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_recipe_arguments(evaluate)
     evaluate.add_argument("--json", default=None,
                           help="also write the numbers to this JSON file")
@@ -106,16 +146,29 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("base_path", help="base path holding BASE_PATH/<version>/")
     serve_parser.add_argument("--name", required=True,
                               help="model name in URLs: /v1/models/NAME")
-    serve_parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    serve_parser.add_argument("--port", type=int, default=_DEFAULT_PORT,
                               help="default: %(default)s")
     serve_parser.add_argument("--host", default="127.0.0.1",
                               help="interface to bind (default: %(default)s, this "
                               "machine only; 0.0.0.0 for all, without authentication)")
-    serve_parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+    serve_parser.add_argument("--max-body-bytes", type=int, default=_DEFAULT_MAX_BODY_BYTES,
                               help="larger request bodies get 413 (default: %(default)s)")
     serve_parser.add_argument("--poll-seconds", type=float, default=1.0,
                               help="seconds between scans for new versions "
                               "(default: %(default)s)")
+    serve_parser.add_argument("--max-requests", type=int, default=_DEFAULT_MAX_REQUESTS,
+                              help="predict requests worked on at once; more get 503 "
+                              "(default: %(default)s)")
+    serve_parser.add_argument("--max-connections", type=int,
+                              default=_DEFAULT_MAX_CONNECTIONS,
+                              help="open connections; past it the one waiting longest "
+                              "for its request is closed (default: %(default)s)")
+    for part, what in (("header", "seconds a client may take to send a request's headers"),
+                       ("body", "seconds a client may take to send a request's body"),
+                       ("keep_alive", "seconds an idle connection stays open")):
+        serve_parser.add_argument(f"--{part.replace('_', '-')}-timeout", type=float,
+                                  default=_DEFAULT_TIMEOUTS[part],
+                                  help=f"{what} (default: %(default)s)")
     serve_parser.set_defaults(handler=_serve)
 
     zoo_parser = commands.add_parser("zoo", help="the model zoo")
@@ -130,20 +183,57 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="zoo model name (see `kerasmtl zoo list`)")
-    parser.add_argument("--data", required=True,
-                        help="data the model's recipe understands: 'synthetic', a "
-                        "folder (e.g. ../shared/data/ud_ewt_uner) or tfds:NAME")
-    parser.add_argument("--epochs", type=int, default=5, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="the data: 'synthetic' (or 'shapes'), a folder, or "
+                        "tfds:NAME; what each model reads is listed below")
+    parser.add_argument("--epochs", type=_positive_int, default=5, metavar="N",
+                        help="default: %(default)s")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                        help="default: %(default)s")
+    parser.add_argument("--dev-fraction", type=_fraction, default=None, metavar="F",
+                        help="share of the rows or images held out for dev when the "
+                        "data has no dev split of its own (default: the model's "
+                        "recipe's, see below)")
     parser.add_argument("--weighting", default=None, choices=sorted(_WEIGHTINGS),
                         help="loss weighting (default: the model's own, equal)")
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the dev split, the shuffle and the weights "
+                        "(default: %(default)s)")
+
+
+def _positive_int(text: str) -> int:
+    # Zero or negative epochs or batch sizes used to export an untrained model.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def _weighting_factory(name: str | None):
+    if name is None:
+        return None
+    from kerasmtl import weighting
+
+    return getattr(weighting, _WEIGHTINGS[name])
 
 
 def _recipe_options(args) -> dict:
-    chosen = _WEIGHTINGS[args.weighting] if args.weighting else None
     return {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-            "weighting": chosen}
+            "weighting": _weighting_factory(args.weighting),
+            "dev_fraction": args.dev_fraction}
 
 
 def _train(args) -> int:
@@ -171,11 +261,12 @@ def _evaluate(args) -> int:
 
 def _quickstart(args) -> int:
     import zoo  # the CLI's lookup by name is the one place kerasmtl uses the zoo
+    from kerasmtl.quickstart import run_quickstart
 
     def build_fn(tasks):
         # Single-task baselines get plain training: a weighting of one task
         # would only rescale its learning rate.
-        chosen = _WEIGHTINGS[args.weighting]() if len(tasks) > 1 else None
+        chosen = _weighting_factory(args.weighting)() if len(tasks) > 1 else None
         return zoo.create_model("tabular_mtl_mlp", tasks=tasks, weighting=chosen)
 
     run_quickstart(
@@ -192,9 +283,23 @@ def _quickstart(args) -> int:
 def _export(args) -> int:
     if not os.path.isfile(args.model):
         raise ValueError(f"No model file at '{args.model}'. Pass a .keras file.")
+    import keras
+
+    import kerasmtl
+    from kerasmtl.export import export_saved_model
+
+    kerasmtl._import_all()  # registers the model's layers and tasks with Keras
     model = keras.models.load_model(args.model)
     print(export_saved_model(model, args.base_path, version=args.version))
     return 0
+
+
+def serve(*args, **kwargs):
+    """`kerasmtl.serving.server.serve`, imported when called (it loads
+    TensorFlow and the web stack)."""
+    from kerasmtl.serving.server import serve as serve_base_path
+
+    return serve_base_path(*args, **kwargs)
 
 
 def _serve(args) -> int:
@@ -205,6 +310,11 @@ def _serve(args) -> int:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         poll_seconds=args.poll_seconds,
+        max_requests=args.max_requests,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
     )
     return 0
 
@@ -223,6 +333,76 @@ def _zoo_card(args) -> int:
 
     print(zoo.model_card(args.name))
     return 0
+
+
+# -- TensorFlow's start-up logs ---------------------------------------------------
+
+# An absl log line: severity letter, date, time, thread, file:line].
+# (Before absl is initialised the time reads `00:00:<seconds since 1970>`.)
+_ABSL_LINE = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ")
+_ABSL_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is called"
+_SEVERITIES = b"IWEF"
+
+
+def _start_tensorflow_quietly() -> None:
+    """Imports TensorFlow (and Keras) with its C++ log level applied.
+
+    Unless the user set `TF_CPP_MIN_LOG_LEVEL`, the command line sets it to 3:
+    on a machine without a GPU TensorFlow logs a dozen INFO and ERROR lines
+    (no CUDA driver, oneDNN notes) that say nothing about the run. TensorFlow
+    applies the level to its own logs, but not to the lines absl writes while
+    the shared libraries load (`port.cc`, `cudart_stub.cc`: they come before
+    absl is initialised), so the import runs with stderr passing through a
+    filter that applies the same level to those.
+    """
+    if "tensorflow" in sys.modules:
+        return  # already imported (a test, an embedding program): not ours to change
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        level = int(level)
+    except ValueError:
+        level = 0
+    with _drop_absl_lines_below(level):
+        import keras  # noqa: F401  (imports TensorFlow)
+
+
+@contextlib.contextmanager
+def _drop_absl_lines_below(level: int):
+    """Copies file descriptor 2 (C++ writes there, not to `sys.stderr`) to
+    the real stderr, less absl log lines of a severity (I=0, W=1, E=2) below
+    `level`; fatal lines always pass."""
+    if level <= 0:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (e.g. pythonw): nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                match = _ABSL_LINE.match(line)
+                severity = _SEVERITIES.index(match.group(1)) if match else None
+                if line.startswith(_ABSL_PREAMBLE) or (
+                        severity is not None and severity < min(level, 3)):
+                    continue
+                os.write(saved, line)
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        thread.join()
+        os.close(saved)
 
 
 if __name__ == "__main__":

@@ -297,3 +297,29 @@ def test_shared_emotions_agrees_with_scipy_reader():
     np.testing.assert_array_equal(
         ours.data[:, -1], reference[label].astype(str).astype(float)
     )
+
+
+def test_load_mulan_refuses_a_label_missing_from_the_xml(tmp_path):
+    arff = write(tmp_path, "y.arff", (
+        "@relation y\n@attribute Att1 numeric\n@attribute flag {0,1}\n"
+        "@attribute Class1 {0,1}\n@attribute Class2 {0,1}\n@attribute Class3 {0,1}\n"
+        "@attribute Class4 numeric\n@data\n"
+        "0.5,1,0,1,1,0\n0.25,0,1,0,0,1\n"
+    ))
+    # The last label left out: named like the others.
+    with pytest.raises(ValueError, match=r"labels\.xml does not name the attribute\(s\) "
+                       r"'Class4' \(binary, named like label 'Class1'\) of .*y\.arff"):
+        load_mulan(arff, labels_xml(tmp_path, "Class1", "Class2", "Class3"))
+    # A label in the middle left out: it lies among the labels.
+    with pytest.raises(ValueError, match=r"'Class2' \(binary, among the labels\).*"
+                       r"add a <label name=.*labels\.xml; if they are features, name "
+                       r"them in `extra_features`"):
+        load_mulan(arff, labels_xml(tmp_path, "Class1", "Class3", "Class4"))
+    data = load_mulan(arff, labels_xml(tmp_path, "Class1", "Class2", "Class3", "Class4"))
+    # A binary feature named unlike the labels, outside them, stays a feature.
+    assert data.feature_names == ["Att1", "flag=0", "flag=1"]
+    data = load_mulan(arff, labels_xml(tmp_path, "Class1", "Class2", "Class3"),
+                      extra_features=["Class4"])
+    assert data.feature_names == ["Att1", "flag=0", "flag=1", "Class4"]
+    with pytest.raises(ValueError, match=r"`extra_features`: \['nope'\]"):
+        load_mulan(arff, labels_xml(tmp_path, "Class1"), extra_features=["nope"])

@@ -184,3 +184,59 @@ def test_benchmark_quick_prints_the_table_and_the_head_comparison():
                    for line in out.splitlines()), (row, out)
     assert "label attention - independent, synthetic: thr 0.5: Hamming " in out, out
     assert "targets: yeast was not run" in out, out
+
+
+def write_mulan_folder(folder, rows=20, split=None):
+    """A plain MULAN folder: `toy-train.arff` with `rows` rows (2 features,
+    labels l1, l2) and `toy.xml`; `dev_split_seed0.txt` if `split` is given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = [f"{i},{i % 3}.5,{i % 2},{int(i % 4 == 0)}" for i in range(rows)]
+    (folder / "toy-train.arff").write_text(
+        "@relation toy\n@attribute f1 numeric\n@attribute f2 numeric\n"
+        "@attribute l1 {0,1}\n@attribute l2 {0,1}\n@data\n" + "\n".join(data) + "\n")
+    (folder / "toy.xml").write_text(
+        '<labels xmlns="http://mulan.sourceforge.net/labels">'
+        '<label name="l1"/><label name="l2"/></labels>\n')
+    if split is not None:
+        (folder / "dev_split_seed0.txt").write_text(split)
+    return folder
+
+
+def test_plain_mulan_folder_gets_a_seeded_dev_fraction(tmp_path):
+    folder = write_mulan_folder(tmp_path / "toy")
+    data = load_training_data("multilabel_mlp", str(folder))
+    assert data.train[0].shape == (18, 2) and data.dev[0].shape == (2, 2)
+    assert "(dev: random 0.1 of the rows, seed 0)" in data.summary
+    again = load_training_data("multilabel_mlp", str(folder), seed=0)
+    np.testing.assert_array_equal(again.dev[0], data.dev[0])
+    other = load_training_data("multilabel_mlp", str(folder), seed=3, dev_fraction=0.25)
+    assert other.dev[0].shape == (5, 2) and "random 0.25 of the rows, seed 3" in other.summary
+    # Train and dev split the rows: every feature value f1 (= row index) once.
+    assert sorted(other.train[0][:, 0].tolist() + other.dev[0][:, 0].tolist()) == list(range(20))
+
+    # The split file wins, and the summary says so when a fraction was asked for.
+    write_mulan_folder(folder, split="3\n7\n")
+    data = load_training_data("multilabel_mlp", str(folder), dev_fraction=0.5)
+    assert data.dev[0][:, 0].tolist() == [3, 7]
+    assert "dev: dev_split_seed0.txt, which wins over --dev-fraction" in data.summary
+    with pytest.raises(ValueError, match="--dev-fraction applies to MULAN folders"):
+        load_training_data("multilabel_mlp", "synthetic", dev_fraction=0.2)
+
+
+def test_mulan_folder_errors_name_the_file_and_the_real_options(tmp_path):
+    empty = write_mulan_folder(tmp_path / "empty", rows=0)
+    with pytest.raises(ValueError, match=r"toy-train\.arff: no data rows after @data"):
+        load_training_data("multilabel_mlp", str(empty))
+    one = write_mulan_folder(tmp_path / "one", rows=1)
+    with pytest.raises(ValueError, match=r"toy-train\.arff: 1 data row; a dev split needs "
+                       "at least 2"):
+        load_training_data("multilabel_mlp", str(one))
+    everything = write_mulan_folder(tmp_path / "all", rows=2, split="0\n1\n")
+    with pytest.raises(ValueError, match=r"dev_split_seed0\.txt: lists 2 of the 2 rows"):
+        load_training_data("multilabel_mlp", str(everything))
+    # The library's own error offers the library's options.
+    (everything / "dev_split_seed0.txt").unlink()
+    with pytest.raises(ValueError, match=r"dev_split_seed0\.txt \(or pass dev_fraction=0\.1"):
+        mtl.data.load_mulan_benchmark(everything)
+    train, dev = mtl.data.load_mulan_benchmark(everything, dev_fraction=0.5, seed=1)
+    assert (len(train), len(dev)) == (1, 1) and dev.metadata["dev_split"].startswith("random")

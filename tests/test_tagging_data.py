@@ -53,6 +53,8 @@ def small_corpus():
         ([["a"]], {"ner": [["O"], ["O"]]}, r"tags for 2 sentences, but the corpus has 1"),
         ([["a"]], {"ner-tags": [["O"]]}, r"Invalid task name 'ner-tags'"),
         ([["a"]], {"ner": [[""]]}, r"invalid tag ''"),
+        ([["a", "b"]], {"pos": [["DET", "NOUN "]]},
+         r"Task 'pos', sentence 0: invalid tag 'NOUN '.*without surrounding whitespace"),
     ],
 )
 def test_corpus_validation(tokens, tags, message):

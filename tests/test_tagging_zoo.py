@@ -2,6 +2,7 @@
 vocabularies, trained on a `tagging_dataset`, single-task subsets, the
 SavedModel that tags raw token strings, and the `--data` training recipe."""
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -42,8 +43,9 @@ def tiny_corpus():
 
 
 def padded(sentences):
+    """The models' input: `{"tokens": [batch, time]}` padded with ""."""
     width = max(len(s) for s in sentences)
-    return tf.constant([s + [""] * (width - len(s)) for s in sentences])
+    return {"tokens": tf.constant([s + [""] * (width - len(s)) for s in sentences])}
 
 
 def as_str(tensor):
@@ -72,10 +74,30 @@ def test_builds_from_corpus_vocabularies_and_trains_on_a_tagging_dataset(name):
     assert logs["loss"][-1] < logs["loss"][0]
 
     x, y = next(iter(dataset))
-    outputs = model(x["tokens"])
+    outputs = model(x)
     batch, time = y["pos"].shape
     assert outputs["pos"].shape == (batch, time, len(tags["pos"]))
     assert outputs["ner"].shape == (batch, time, len(tags["ner"]))
+
+
+def test_fit_on_bucketed_batches_raises_no_keras_warning():
+    train, tags, kwargs = tiny_corpus()
+    dataset = tagging_data.tagging_dataset(train, tags, batch_size=5, shuffle=True,
+                                           bucket_boundaries=[4, 8])
+    # Bucketing used to leave the length unknown ("Your input ran out of
+    # data" after each first epoch) and the model's bare tensor input did not
+    # match the dataset's {"tokens": ...} ("The structure of `inputs` doesn't
+    # match").
+    assert int(dataset.cardinality()) == sum(1 for _ in dataset)
+    model = zoo.create_model("pos_ner_bilstm_crf", **kwargs, **SIZES["pos_ner_bilstm_crf"])
+    model.compile(optimizer="adam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(dataset, validation_data=dataset, epochs=2, verbose=0)
+        model.evaluate(dataset, verbose=0)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "ran out of data" in m or "structure of `inputs`" in m], (
+        messages)
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -113,7 +135,7 @@ def served(tmp_path_factory):
 def test_saved_model_tags_raw_token_strings_including_unknown_words(served):
     model, tags, serve = served
     batch = padded([SENTENCE, SHORT])
-    outputs = serve(tokens=batch)
+    outputs = serve(**batch)
     assert {"pos", "ner", "pos_tags", "ner_tags", "pos_prediction",
             "ner_prediction"} <= set(outputs)
     for task in ("pos", "ner"):
@@ -143,8 +165,8 @@ def test_padding_gets_empty_tags_and_does_not_change_tags_in_process(name):
 
 def test_saved_model_padding_gets_empty_tags_and_does_not_change_tags(served):
     _, _, serve = served
-    together = serve(tokens=padded([SENTENCE, SHORT]))
-    alone = serve(tokens=padded([SHORT]))
+    together = serve(**padded([SENTENCE, SHORT]))
+    alone = serve(**padded([SHORT]))
     for task in ("pos", "ner"):
         assert as_str(together[f"{task}_tags"])[1][2:] == ["", "", ""]
         assert together[f"{task}_prediction"].numpy()[1, 2:].tolist() == [-1] * 3
@@ -206,7 +228,7 @@ def test_synthetic_training_recipe_returns_datasets_and_model_arguments():
                              **SIZES["pos_ner_bilstm_crf"])
     x, y = next(iter(data.train))
     assert x["tokens"].dtype == tf.string and x["tokens"].shape[0] <= 16
-    outputs = model(x["tokens"])
+    outputs = model(x)
     assert outputs["ner"].shape[:2] == y["ner"].shape
     assert outputs["pos"].shape[:2] == y["pos"].shape
 

@@ -44,3 +44,42 @@ def test_training_recipe_trains_saves_and_exports(tmp_path):
     assert any(line.startswith("  species ") for line in lines)
     with pytest.raises(ValueError, match="--data synthetic only"):
         train_zoo_model("tabular_mtl_mlp", "mydata.csv")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, r"`epochs`. Expected an int >= 1. Received: epochs=0"),
+    ({"epochs": -3}, r"Received: epochs=-3"),
+    ({"batch_size": 0}, r"`batch_size`. Expected an int >= 1. Received: batch_size=0"),
+    ({"dev_fraction": 0.2}, r"'tabular_mtl_mlp' reads its dev set from the data; "
+                            r"--dev-fraction \(dev_fraction=0.2\) does not apply"),
+])
+def test_training_recipe_refuses_a_degenerate_budget_before_training(tmp_path, kwargs,
+                                                                     message):
+    from zoo.training import compare_zoo_model, train_zoo_model
+
+    lines = []
+    with pytest.raises(ValueError, match=message):
+        train_zoo_model("tabular_mtl_mlp", "synthetic", export_dir=str(tmp_path / "x"),
+                        print_fn=lines.append, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        compare_zoo_model("tabular_mtl_mlp", "synthetic", print_fn=lines.append, **kwargs)
+    assert lines == [] and not (tmp_path / "x").exists()
+
+
+def test_training_recipe_refuses_data_without_examples(monkeypatch):
+    import dataclasses
+
+    import tensorflow as tf
+
+    from zoo import registry, training
+
+    entry = get_entry("tabular_mtl_mlp")
+    rows = (np.zeros((3, 8)), {})
+    for train, dev, part in ((tf.data.Dataset.range(0).batch(4), rows, "train"),
+                             (rows, (np.zeros((0, 8)), {}), "dev")):
+        data = training.TrainingData(train, dev, [], summary="nothing")
+        monkeypatch.setitem(registry._REGISTRY, entry.name, dataclasses.replace(
+            entry, data=lambda spec, data=data, **kwargs: data))
+        with pytest.raises(ValueError, match=rf"--data 'synthetic' gives zoo model "
+                           rf"'tabular_mtl_mlp' no {part} examples \(nothing\)"):
+            training.load_training_data("tabular_mtl_mlp", "synthetic")

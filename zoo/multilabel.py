@@ -34,6 +34,10 @@ from zoo.training import TrainingData
 SYNTHETIC_NUM_FEATURES = 16
 SYNTHETIC_NUM_LABELS = 8
 SHAPE_NAMES = ("square", "disk", "triangle", "horizontal_line", "vertical_line")
+# Dev share of a MULAN folder without dev_split_seed0.txt: the shared folders'
+# split files hold out about a fifth, but a user's folder may be the train
+# part of a train/test download already, so keep most rows for training.
+MULAN_DEV_FRACTION = 0.1
 
 
 # -- tasks ---------------------------------------------------------------------
@@ -109,9 +113,17 @@ def _mlp_example():
     return data.as_xy()
 
 
-def _mlp_training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
-    """`--data synthetic` (labels + cardinality) or a MULAN benchmark folder."""
+def _mlp_training_data(spec: str, *, batch_size: int, seed: int,
+                       dev_fraction: float | None = None) -> TrainingData:
+    """`--data synthetic` (labels + cardinality) or a MULAN folder, whose dev
+    set is the rows its `dev_split_seed0.txt` lists or else a random
+    `dev_fraction` (default `MULAN_DEV_FRACTION`) drawn with `seed`."""
     if spec == "synthetic":
+        if dev_fraction is not None:
+            raise ValueError(
+                "--dev-fraction applies to MULAN folders without dev_split_seed0.txt; "
+                "--data synthetic draws a dev set of its own. Leave it out."
+            )
         train = mtl.data.synthetic_multilabel(
             2000, SYNTHETIC_NUM_FEATURES, SYNTHETIC_NUM_LABELS, seed=seed, missing_rate=0.1)
         dev = mtl.data.synthetic_multilabel(
@@ -125,16 +137,22 @@ def _mlp_training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData
                    f"labels, 10% unknown) + cardinality classes: {len(train)} train / "
                    f"{len(dev)} dev rows")
     elif os.path.isdir(spec):
-        train, dev = mtl.data.load_mulan_benchmark(spec)
+        train, dev = mtl.data.load_mulan_benchmark(
+            spec, dev_fraction=dev_fraction or MULAN_DEV_FRACTION, seed=seed)
         tasks = [multilabel_task(train.label_names)]
         train_xy, dev_xy = train.as_xy(), dev.as_xy()
-        summary = (f"MULAN {Path(spec).name}: {len(train)} train / {len(dev)} dev rows, "
-                   f"{train.num_features} features, {train.num_labels} labels")
+        split = dev.metadata["dev_split"]
+        if dev_fraction is not None and not split.startswith("random"):
+            split += ", which wins over --dev-fraction"
+        summary = (f"MULAN {Path(spec).name}: {len(train)} train / {len(dev)} dev rows "
+                   f"(dev: {split}), {train.num_features} features, "
+                   f"{train.num_labels} labels")
     else:
         raise ValueError(
-            f"--data '{spec}' is neither 'synthetic' nor a MULAN benchmark folder "
-            "(one holding <name>-train.arff, <name>.xml and dev_split_seed0.txt, "
-            "e.g. ../shared/data/yeast)."
+            f"--data '{spec}' is neither 'synthetic' nor a MULAN folder (one holding "
+            "<name>-train.arff or a single .arff, and <name>.xml; the dev rows are "
+            "those dev_split_seed0.txt lists, else --dev-fraction of the rows drawn "
+            "with --seed), e.g. ../shared/data/yeast."
         )
     kwargs = {
         "num_features": train.num_features,

@@ -1,7 +1,7 @@
 """Joint POS + NER taggers: one shared word representation, two tagging heads.
 
-Both models take raw token strings (`"tokens"`: `[batch, time]`, padded with
-`""`) and map them inside the model: a word lookup (lowercased) with an
+Both models take raw token strings (`{"tokens": [batch, time]}`, padded with
+`""`: the structure `tagging_dataset` yields) and map them inside the model: a word lookup (lowercased) with an
 embedding, plus a character CNN that gives unknown words a representation from
 their spelling. The exported SavedModel therefore takes strings and returns
 tag strings (`pos_tags`, `ner_tags`), with no vocabulary file on the client.
@@ -83,7 +83,7 @@ def _example_data():
     corpus = mtl.data.synthetic_tagged_corpus(8, seed=1, missing_ner_rate=0.25)
     tokens, labels = tagging_data.to_arrays(corpus, mtl.data.synthetic_tag_vocabularies())
     # Keras' fit/predict take no numpy string arrays: a tensor it is.
-    return tf.constant(tokens), labels
+    return {"tokens": tf.constant(tokens)}, labels
 
 
 def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
@@ -185,7 +185,9 @@ def pos_ner_bilstm_crf(
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(lstm_units, return_sequences=True), name=f"bilstm_{i}")(x)
         x = keras.layers.Dropout(dropout, name=f"bilstm_dropout_{i}")(x)
-    return mtl.sharing.hard_sharing(tokens, x, tasks, weighting=weighting,
+    # A dict input, as `tagging_dataset` yields: a bare tensor input makes
+    # Keras warn on every batch that the structures differ.
+    return mtl.sharing.hard_sharing({"tokens": tokens}, x, tasks, weighting=weighting,
                                     name="pos_ner_bilstm_crf")
 
 
@@ -246,5 +248,5 @@ def pos_ner_transformer(
     for i in range(num_layers):
         x = mtl.layers.TransformerEncoderBlock(num_heads, ff_dim, dropout,
                                                name=f"encoder_{i}")(x)
-    return mtl.sharing.hard_sharing(tokens, x, tasks, weighting=weighting,
+    return mtl.sharing.hard_sharing({"tokens": tokens}, x, tasks, weighting=weighting,
                                     name="pos_ner_transformer")

@@ -4,19 +4,22 @@ A zoo model registers a *data function* beside its factory:
 `data_fn(spec, *, batch_size, seed) -> TrainingData`, which turns a data
 specification from the command line (`"synthetic"`, a folder, a tfds name)
 into training and dev data plus the factory arguments that depend on the data
-(a vocabulary, tag lists, an input width). Both functions here build the model
+(a vocabulary, tag lists, an input width). A data function that can hold out
+a dev set itself also takes `dev_fraction` (`--dev-fraction`). Both functions here build the model
 as `create_model(name, tasks=..., **data.model_kwargs)`, so a factory must
 accept `tasks` (a subset of its tasks, for single-task baselines).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
+import tensorflow as tf
 
 import kerasmtl as mtl
 from zoo.registry import create_model, get_entry
@@ -40,15 +43,55 @@ class TrainingData:
 
 
 def load_training_data(name: str, spec: str, *, batch_size: int = 32,
-                       seed: int = 0) -> TrainingData:
-    """Runs zoo model `name`'s data function on `spec`."""
+                       seed: int = 0, dev_fraction: float | None = None) -> TrainingData:
+    """Runs zoo model `name`'s data function on `spec`.
+
+    `dev_fraction` (None: the recipe's default) is passed on to data
+    functions that take it; for the others it is an error, not ignored.
+    Refuses data with no training or dev example.
+    """
     entry = get_entry(name)
     if entry.data is None:
         raise ValueError(
             f"Zoo model '{name}' has no training recipe (no data function is "
             "registered); build it with zoo.create_model and call fit yourself."
         )
-    return entry.data(spec, batch_size=batch_size, seed=seed)
+    _check_int("batch_size", batch_size)
+    options = {"batch_size": batch_size, "seed": seed}
+    if dev_fraction is not None:
+        if "dev_fraction" not in inspect.signature(entry.data).parameters:
+            raise ValueError(
+                f"Zoo model '{name}' reads its dev set from the data; --dev-fraction "
+                f"(dev_fraction={dev_fraction}) does not apply to it. Leave it out."
+            )
+        options["dev_fraction"] = dev_fraction
+    data = entry.data(spec, **options)
+    for part in ("train", "dev"):
+        if _num_examples(getattr(data, part)) == 0:
+            raise ValueError(
+                f"--data '{spec}' gives zoo model '{name}' no {part} examples "
+                f"({data.summary}). Training needs at least one of each."
+            )
+    return data
+
+
+def _check_int(argument: str, value) -> None:
+    # Zero epochs or batches would train nothing and still save and export.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected an int >= 1. "
+            f"Received: {argument}={value!r}"
+        )
+
+
+def _num_examples(data) -> int | None:
+    """Rows of `(x, y)` arrays, batches of a dataset; None if unknown."""
+    if isinstance(data, tf.data.Dataset):
+        count = int(data.cardinality())
+        return count if count >= 0 else None
+    x = data[0] if isinstance(data, tuple) else data
+    shape = getattr(tf.nest.flatten(x)[0], "shape", ())
+    return int(shape[0]) if len(shape) and shape[0] is not None else None
 
 
 def train_zoo_model(
@@ -60,6 +103,7 @@ def train_zoo_model(
     seed: int = 0,
     weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
     optimizer: str = "adam",
+    dev_fraction: float | None = None,
     save_path: str | None = None,
     export_dir: str | None = None,
     print_fn: Callable[[str], None] = print,
@@ -69,9 +113,12 @@ def train_zoo_model(
     Args:
         name: str. A registered zoo model with a data function.
         spec: str. The data specification its data function understands.
-        epochs, batch_size, seed, optimizer: the training budget.
+        epochs, batch_size, seed, optimizer: the training budget; `seed`
+            also draws the dev split and the shuffle.
         weighting: a zero-argument factory of the loss weighting, or None
             (the model's default).
+        dev_fraction: float or None. Share held out for dev when the data has
+            no dev split (see `load_training_data`). Defaults to the recipe's.
         save_path: str or None. Where to save the `.keras` model.
         export_dir: str or None. Base path of the SavedModel export.
         print_fn: where the log goes.
@@ -80,7 +127,9 @@ def train_zoo_model(
         `{"model", "report", "history", "export_path", "seconds"}`.
     """
     start = time.perf_counter()
-    data = load_training_data(name, spec, batch_size=batch_size, seed=seed)
+    _check_int("epochs", epochs)
+    data = load_training_data(name, spec, batch_size=batch_size, seed=seed,
+                              dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
     keras.utils.set_random_seed(seed)
     model = _build(name, data, data.tasks, weighting)
@@ -116,19 +165,32 @@ def compare_zoo_model(
     seed: int = 0,
     weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
     optimizer: str = "adam",
+    dev_fraction: float | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> mtl.evaluation.Comparison:
     """Trains zoo model `name` and its single-task baselines (same trunk, data
-    and budget), prints the per-task dev report and the Δm table."""
-    data = load_training_data(name, spec, batch_size=batch_size, seed=seed)
+    and budget), prints the per-task dev report and the Δm table. Each model
+    says when its training starts, and Keras prints one line per epoch."""
+    _check_int("epochs", epochs)
+    data = load_training_data(name, spec, batch_size=batch_size, seed=seed,
+                              dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
+    built = []
 
     def build_fn(tasks):
+        # compare_with_single_task builds each model just before training it:
+        # the multi-task model first, then one baseline per task.
+        built.append(tasks)
+        names = [t.name for t in tasks]
+        which = (f"the multi-task model ({', '.join(names)})" if len(built) == 1
+                 else f"the single-task baseline of '{names[0]}'")
+        print_fn(f"[{len(built)}/{len(data.tasks) + 1}] training {which} for "
+                 f"{epochs} epoch(s)")
         return _build(name, data, tasks, weighting)
 
     comparison = mtl.evaluation.compare_with_single_task(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, seed=seed)
+        batch_size=batch_size, optimizer=optimizer, seed=seed, verbose=2)
     print_fn("multi-task model on dev:")
     _add_zoo_metrics(name, comparison.multi_task_model, data.dev, comparison.mtl_report)
     for task_name, metrics in comparison.mtl_report.items():

@@ -138,8 +138,9 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     dev_ds = vision_dataset(dev, **common)
     kwargs = {"num_classes": data.num_classes, "seg_classes": data.num_mask_classes,
               "max_boxes": max_boxes, "max_detections": max_boxes}
-    summary = (f"{source}: {len(train)} train / {len(dev)} dev images ({size[0]}x"
-               f"{size[1]}), classes {data.class_names}, up to {max_boxes} boxes")
+    summary = (f"{source}: {len(train)} train / {len(dev)} dev images (dev: random "
+               f"{dev_fraction:g} of the images, seed {seed}; {size[0]}x{size[1]}), "
+               f"classes {data.class_names}, up to {max_boxes} boxes")
     return TrainingData(train_ds, dev_ds, det_seg_tasks(**kwargs), kwargs, summary)
 
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from kerasmtl.data.label_table import MultiLabelData
+from kerasmtl.data.splits import split_indices
 
 _KEYWORD = re.compile(r"@(relation|attribute|data)(?=\s|$|\{)", re.IGNORECASE)
 _NUMERIC_TYPES = ("numeric", "real", "integer")
@@ -419,6 +421,7 @@ def load_mulan(
     xml_path: str | os.PathLike,
     task_name: str = "labels",
     feature_key: str | None = None,
+    extra_features: Sequence[str] = (),
 ) -> MultiLabelData:
     """Loads a MULAN data set: features and `[N, L]` labels.
 
@@ -430,18 +433,27 @@ def load_mulan(
     (missing -> NaN), nominal ones one-hot encoded into one column per declared
     value named `"<attribute>=<value>"` (missing -> all zeros).
 
+    An attribute the XML does not name but that looks like a label the XML
+    forgot is refused rather than read as a feature: a binary one (nominal
+    `{0,1}`, or numeric with values 0/1) that lies between two label
+    attributes or is named like a label up to its digits (`Class14` when
+    `Class1` is a label). Name such features in `extra_features`.
+
     Args:
         arff_path: the ARFF data file (dense or sparse).
         xml_path: the MULAN XML label file.
         task_name: str. Key of the labels. Defaults to `"labels"`.
         feature_key: str or None. See `MultiLabelData`. Defaults to `None`.
+        extra_features: sequence of str. Attributes that look like labels
+            the XML forgot (see above) but are features. Defaults to `()`.
 
     Returns:
         A `MultiLabelData` with features float32 `[N, F]`, labels int32
         `[N, L]`, `feature_names`, `label_names`.
 
     Raises:
-        ValueError: a label the XML names is not in the ARFF file; a label
+        ValueError: a label the XML names is not in the ARFF file; an
+            attribute the XML does not name looks like a label; a label
             attribute is not binary; a row has every label unknown.
     """
     arff = read_arff(arff_path)
@@ -456,6 +468,7 @@ def load_mulan(
         )
     label_cols = sorted(index[n] for n in label_names)
     labels = np.stack([_label_column(arff, j) for j in label_cols], axis=1)
+    _check_unlisted_labels(arff, label_cols, xml_path, extra_features)
     unknown = np.flatnonzero((labels == -1).all(axis=1))
     if len(unknown):
         lines = arff.row_lines[unknown[:5]].tolist()
@@ -490,6 +503,47 @@ def load_mulan(
     )
 
 
+def _check_unlisted_labels(arff, label_cols, xml_path, extra_features):
+    """Refuses attributes the XML does not name that look like labels."""
+    unknown = [n for n in extra_features if n not in arff.attribute_names]
+    if isinstance(extra_features, str) or unknown:
+        raise ValueError(
+            f"Invalid value for argument `extra_features`: {extra_features!r}. "
+            f"Expected a sequence of attribute names of {arff.path}."
+        )
+
+    def binary_nominal(a):
+        return a.kind == "nominal" and sorted(a.values) == ["0", "1"]
+
+    def stem(name):
+        return re.sub(r"[0-9]+", "#", name)
+
+    label_stems = {}
+    for j in label_cols:
+        label_stems.setdefault(stem(arff.attributes[j].name), arff.attributes[j].name)
+    suspects = []
+    for j, attribute in enumerate(arff.attributes):
+        if j in label_cols or attribute.name in extra_features:
+            continue
+        known = arff.data[:, j][~np.isnan(arff.data[:, j])]
+        binary = binary_nominal(attribute) or (
+            attribute.kind == "numeric" and np.isin(known, (0, 1)).all()
+        )
+        like = label_stems.get(stem(attribute.name))
+        if binary and label_cols[0] < j < label_cols[-1]:
+            suspects.append(f"{attribute.name!r} (binary, among the labels)")
+        elif binary and like and stem(like) != like:
+            suspects.append(f"{attribute.name!r} (binary, named like label {like!r})")
+    if suspects:
+        raise ValueError(
+            f"{xml_path} does not name the attribute(s) {', '.join(suspects[:5])}"
+            f"{' ...' if len(suspects) > 5 else ''} of {arff.path}, which look "
+            "like labels the XML forgot; they would be read as features. If they "
+            f"are labels, add a <label name=\"...\"/> for each to {xml_path}; if "
+            "they are features, name them in `extra_features`."
+        )
+
+
 def _label_column(arff: ArffData, j: int) -> np.ndarray:
     """Column `j` of `arff` as 1/0/-1."""
     attribute, values = arff.attributes[j], arff.data[:, j]
@@ -519,13 +573,20 @@ def load_mulan_benchmark(
     dev_split: bool = True,
     task_name: str = "labels",
     feature_key: str | None = None,
+    *,
+    dev_fraction: float | None = None,
+    seed: int = 0,
 ) -> tuple[MultiLabelData, MultiLabelData | None]:
-    """Loads one of the shared MULAN folders (`yeast`, `emotions`, `scene`).
+    """Loads a MULAN folder: the shared ones (`yeast`, `emotions`, `scene`) or
+    a plain MULAN download.
 
-    A folder holds `<name>-train.arff`, `<name>.xml` and `dev_split_seed0.txt`:
-    0-based indices of data rows (counted from the first row after `@data`)
-    proposed as a dev split, one per line, `#` lines being comments. The dev
-    set is those rows; the train set is the other rows, in file order.
+    A folder holds `<name>-train.arff` (or a single `.arff`), `<name>.xml` and
+    optionally `dev_split_seed0.txt`: 0-based indices of data rows (counted
+    from the first row after `@data`) proposed as a dev split, one per line,
+    `#` lines being comments. The dev set is those rows, or, without that
+    file, a seeded random `dev_fraction` of the rows; the train set is the
+    other rows, in file order. Both record where the split came from in
+    `metadata["dev_split"]`.
 
     Args:
         folder: the data set's folder.
@@ -533,6 +594,10 @@ def load_mulan_benchmark(
             `None`. Defaults to `True`.
         task_name: str. Key of the labels. Defaults to `"labels"`.
         feature_key: str or None. See `MultiLabelData`. Defaults to `None`.
+        dev_fraction: float in (0, 1) or None. Share of the rows drawn as the
+            dev set when the folder has no `dev_split_seed0.txt` (the file
+            wins when present). Defaults to `None`: the file is required.
+        seed: int. Seed of that draw. Defaults to `0`.
 
     Returns:
         `(train, dev)`, two `MultiLabelData` (`dev` is None without a split).
@@ -548,21 +613,45 @@ def load_mulan_benchmark(
         problems.append(f"one ARFF file (found {[p.name for p in arffs]})")
     if len(xmls) != 1:
         problems.append(f"one MULAN XML label file (found {[p.name for p in xmls]})")
-    if dev_split and not split_file.is_file():
-        problems.append("dev_split_seed0.txt (or pass dev_split=False)")
+    if dev_split and not split_file.is_file() and dev_fraction is None:
+        problems.append(
+            "dev_split_seed0.txt (or pass dev_fraction=0.1 for a seeded random dev "
+            "split, or dev_split=False for none)"
+        )
     if problems:
         raise ValueError(
             f"MULAN benchmark folder {str(folder)!r} is incomplete; expected "
             + "; ".join(problems) + ". See the folder's README.md."
         )
     data = load_mulan(arffs[0], xmls[0], task_name=task_name, feature_key=feature_key)
+    if len(data) == 0:
+        raise ValueError(
+            f"{arffs[0]}: no data rows after @data. Add the examples, or check that "
+            "this is the data file and not a header template."
+        )
     if not dev_split:
         return data, None
-    dev = _read_dev_indices(split_file, len(data))
+    if split_file.is_file():
+        dev = _read_dev_indices(split_file, len(data))
+        source = split_file.name
+    else:
+        if len(data) < 2:
+            raise ValueError(
+                f"{arffs[0]}: {len(data)} data row; a dev split needs at least 2 "
+                "rows (one to train on, one to evaluate on)."
+            )
+        dev = split_indices(len(data), dev_fraction, seed, unit="row")[1]
+        source = f"random {dev_fraction:g} of the rows, seed {seed}"
+    if len(dev) in (0, len(data)):
+        raise ValueError(
+            f"{split_file}: lists {len(dev)} of the {len(data)} rows as dev rows; "
+            "list at least one, and leave some to train on."
+        )
     is_dev = np.zeros(len(data), dtype=bool)
     is_dev[dev] = True
     train, dev_data = data.select(~is_dev), data.select(np.sort(dev))
-    train.metadata["split"], dev_data.metadata["split"] = "train", "dev"
+    for part, name in ((train, "train"), (dev_data, "dev")):
+        part.metadata["split"], part.metadata["dev_split"] = name, source
     return train, dev_data
 
 

@@ -49,9 +49,9 @@ class TaggedCorpus:
             sentence has at least one token and no token is the empty string
             (the padding value).
         tags: dict `{task_name: per_sentence}` where `per_sentence[i]` is a list
-            of tag strings as long as `tokens[i]`, or `None` when sentence `i`
-            has no labels for that task (encoded as all `-1`). Defaults to no
-            tasks.
+            of tag strings (non-empty, without surrounding whitespace) as long
+            as `tokens[i]`, or `None` when sentence `i` has no labels for that
+            task (encoded as all `-1`). Defaults to no tasks.
         ids: list of str, or None. One id per sentence (e.g. the CoNLL-U
             `sent_id`), used in error messages and by `merge_corpora`.
             Defaults to `None` (ids are the sentence indices).
@@ -126,10 +126,12 @@ class TaggedCorpus:
                     "Give one tag per token, or None for an unlabelled sentence."
                 )
             for tag in sentence_tags:
-                if not isinstance(tag, str) or not tag:
+                # "DET " and "DET" would silently be two classes.
+                if not isinstance(tag, str) or not tag or tag != tag.strip():
                     raise ValueError(
                         f"Task '{task}', sentence {self.describe(i)}: invalid "
-                        f"tag {tag!r}. Tags are non-empty strings."
+                        f"tag {tag!r}. Tags are non-empty strings without "
+                        "surrounding whitespace; strip them first."
                     )
             checked.append(sentence_tags)
         return checked
@@ -722,6 +724,12 @@ def tagging_dataset(
             [batch_size] * (len(bucket_boundaries) + 1),
             padding_values=padding,
         )
+        # Bucketing hides the number of batches, and Keras warns "Your input
+        # ran out of data" at the end of a first epoch of unknown length; the
+        # lengths give it exactly (a bucket holds lengths in [b[i-1], b[i])).
+        per_bucket = np.bincount(np.searchsorted(bucket_boundaries, lengths, side="right"))
+        num_batches = int(np.sum(-(-per_bucket // batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
