@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,9 +56,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
+from kerasmtl.serving import codec  # noqa: E402
 
 TARGET_BATCH, TARGET_CLIENTS, TARGET_RATIO = 32, 8, 0.7
 MODEL_NAME = "bench"
@@ -366,7 +369,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         print(f"verdict: batch {TARGET_BATCH} with {TARGET_CLIENTS} clients not measured")
+    print_decoding_memory(config)
     return 0
+
+
+def decoding_memory_bodies(features: int) -> dict[str, bytes]:
+    """A valid batch, and bodies built to make decoding costly (issue 22)."""
+    rows = 32
+    row = orjson.dumps(np.linspace(-1, 1, features).tolist())
+    text = b'"' + b"a" * 100_000 + b'"'
+    return {
+        "valid: 32 rows of floats": b'{"instances": [' + b",".join([row] * rows) + b"]}",
+        "100 KB string among floats": b'{"instances": [' + b",".join([row] * rows)
+        + b",[" + b"1," * (features - 1) + text + b"]]}",
+        "20k empty lists": b'{"inputs": [' + b",".join([b"[]"] * 20_000) + b"]}",
+        "4 MB string": b'{"instances": [[' + b'"' + b"a" * 4_000_000 + b'"]]}',
+    }
+
+
+def print_decoding_memory(config: Config) -> None:
+    """Peak memory (tracemalloc) of parsing and decoding one body, per body byte."""
+    inputs = {"features": codec.TensorInfo("features", "DT_FLOAT", (-1, config.features))}
+    print(f"decoding memory (peak bytes per body byte; bound "
+          f"{codec.MEMORY_PER_BODY_BYTE}):")
+    for name, body in decoding_memory_bodies(config.features).items():
+        tracemalloc.start()
+        try:
+            codec.decode_inputs(codec.parse_predict_request(body), inputs)
+            outcome = "200"
+        except codec.ServingError:
+            outcome = "400"
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"  {name:<28} {len(body) / 1024:>8.1f} KB  {peak / len(body):>6.1f}x  "
+              f"{outcome}")
 
 
 if __name__ == "__main__":

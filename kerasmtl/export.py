@@ -16,11 +16,14 @@ This module is TensorFlow-specific by design (see DESIGN.md).
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import numbers
 import os
+import secrets
 import shutil
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,8 +35,20 @@ from kerasmtl.layers.backbones import ImageRescaling
 from kerasmtl.layers.instance_masks import serving_instance_ids
 from kerasmtl.model import MultiTaskModel
 
+try:
+    import fcntl
+except ImportError:  # not a Unix: temp dirs are judged by age alone
+    fcntl = None
+
+logger = logging.getLogger("kerasmtl.export")
+
 SIGNATURE_NAME = "serving_default"  # the signature TF Serving calls by default
 _TEMP_PREFIX = ".tmp-export-"  # hidden, so a base-path scan ignores it
+# A temp dir of an export is left behind when the export is killed. One that
+# no process holds locked and that has not changed for this long is removed
+# by the next export to the base path. The age covers the instant between a
+# temp dir's creation and its lock (and systems without flock, with a day).
+_STALE_SECONDS = 600 if fcntl is not None else 24 * 3600
 
 
 def export_saved_model(
@@ -73,7 +88,13 @@ def export_saved_model(
     The version directory appears atomically: the SavedModel is written to a
     hidden temporary directory in `path` and renamed into place, so a server
     watching `path` never sees a half-written version, and a failed export
-    leaves nothing behind.
+    leaves nothing behind. Temporary directories of exports that were killed
+    (unlocked and unchanged for 10 minutes) are removed. When another export
+    writes the same version meanwhile, an automatic version moves on to the
+    next free one; an explicit one raises a `ValueError`. Directories get the
+    usual modes (`0o777` less the umask, as `tf.saved_model.save` gives), so
+    a server running as another user, e.g. in the `tensorflow/serving`
+    container, can read them.
 
     Args:
         model: `kerasmtl.MultiTaskModel`. The model to export.
@@ -118,6 +139,7 @@ def export_saved_model(
             f"Received: {type(model).__name__}."
         )
     path = os.fspath(path)
+    explicit = version is not None
     version = _resolve_version(path, version)
     images = _image_inputs(model, image_inputs)
     input_specs = _input_specs(model, images)
@@ -126,19 +148,96 @@ def export_saved_model(
         serve = _with_instance_ids(model, serve, instance_min_score)
 
     os.makedirs(path, exist_ok=True)
-    version_dir = os.path.join(path, str(version))
+    _remove_stale_temp_dirs(path)
     # Same directory as the target, so os.rename is a same-filesystem move.
-    temp_dir = tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=path)
+    temp_dir, lock = _make_temp_dir(path)
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=input_specs)
         archive.write_out(temp_dir, verbose=False)
-        os.rename(temp_dir, version_dir)
+        return _rename_to_version(temp_dir, path, version, explicit)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
-    return version_dir
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _make_temp_dir(path: str) -> tuple[str, int | None]:
+    """Makes a temp dir in `path`; returns it and a descriptor that holds it
+    locked (flock) while this process writes it, or None without flock."""
+    while True:
+        temp_dir = os.path.join(path, f"{_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            # Not tempfile.mkdtemp: its 0o700 would survive the rename, and
+            # TF Serving running as another user could not read the version.
+            os.mkdir(temp_dir, 0o777)  # less the umask
+            break
+        except FileExistsError:
+            continue
+    if fcntl is None:
+        return temp_dir, None
+    lock = os.open(temp_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock: the age alone protects it
+        os.close(lock)
+        return temp_dir, None
+    return temp_dir, lock
+
+
+def _rename_to_version(temp_dir: str, path: str, version: int, explicit: bool) -> str:
+    """Renames `temp_dir` to `path/<version>`, or, if another export took that
+    version meanwhile, to the next free one (`explicit`: raises instead)."""
+    while True:
+        version_dir = os.path.join(path, str(version))
+        try:
+            os.rename(temp_dir, version_dir)  # onto an empty directory too, as POSIX does
+            return version_dir
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if explicit:
+            raise ValueError(
+                f"Version {version} appeared in '{path}' while this export was being "
+                "written (another export to the same base path?). Pass another "
+                "version, or version=None for the next free one."
+            )
+        version = _resolve_version(path, None)
+
+
+def _remove_stale_temp_dirs(path: str) -> None:
+    """Removes temp dirs of killed exports: unlocked, unchanged for a while."""
+    removed = []
+    for entry in os.listdir(path):
+        if not entry.startswith(_TEMP_PREFIX):
+            continue
+        temp_dir = os.path.join(path, entry)
+        try:
+            if not os.path.isdir(temp_dir) or os.path.islink(temp_dir) or (
+                time.time() - os.stat(temp_dir).st_mtime < _STALE_SECONDS
+            ):
+                continue
+            lock = os.open(temp_dir, os.O_RDONLY) if fcntl is not None else None
+        except OSError:  # gone meanwhile: renamed or removed by its writer
+            continue
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            removed.append(entry)
+        except OSError:  # locked: an export is writing it
+            pass
+        finally:
+            if lock is not None:
+                os.close(lock)
+    if removed:
+        logger.warning(
+            "Removed %d temporary director%s left in '%s' by exports that did not "
+            "finish: %s", len(removed), "y" if len(removed) == 1 else "ies", path,
+            ", ".join(sorted(removed)))
 
 
 def _resolve_version(path: str, version) -> int:

@@ -5,9 +5,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import fcntl  # noqa: E402
+import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
+import time  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -223,3 +226,79 @@ def test_output_name_clash_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match=r"'y_prediction' .* both a raw output"):
         mtl.export.export_saved_model(model, tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o755), (0o027, 0o750)])
+def test_version_directory_modes_follow_the_umask(tmp_path, umask, mode):
+    # As tf.saved_model.save gives: a server running as another user (the
+    # tensorflow/serving container) must be able to read the version.
+    old = os.umask(umask)
+    try:
+        version_dir = mtl.export.export_saved_model(_snippet_model(), tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(version_dir).st_mode) == mode
+    assert stat.S_IMODE(os.stat(os.path.join(version_dir, "variables")).st_mode) == mode
+
+
+def test_stale_temp_dirs_are_removed_and_live_ones_kept(tmp_path, caplog):
+    base = tmp_path / "m"
+    old = time.time() - 3600
+    stale = base / ".tmp-export-123-killed"  # its writer was killed mid-export
+    (stale / "variables").mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half")
+    os.utime(stale, (old, old))
+    recent = base / ".tmp-export-456-recent"  # just made: maybe not locked yet
+    recent.mkdir()
+    live = base / ".tmp-export-789-live"  # old, but its writer holds the lock
+    live.mkdir()
+    os.utime(live, (old, old))
+    lock = os.open(live, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with caplog.at_level("WARNING", logger="kerasmtl.export"):
+            version_dir = mtl.export.export_saved_model(_snippet_model(), base)
+    finally:
+        os.close(lock)
+    assert sorted(os.listdir(base)) == [".tmp-export-456-recent", ".tmp-export-789-live", "1"]
+    assert version_dir == str(base / "1")
+    assert "Removed 1 temporary directory" in caplog.text
+    assert ".tmp-export-123-killed" in caplog.text
+
+
+def _export_during_export(monkeypatch, base, inner_version, outer_version):
+    """Runs export A; while A writes, export B to the same base path runs to
+    the end, so A finds its version taken when it renames its temp dir."""
+    real_save = tf.saved_model.save
+    inner = []
+
+    def save_with_another_export(obj, export_dir, *args, **kwargs):
+        if not inner:
+            inner.append(None)
+            inner[0] = mtl.export.export_saved_model(_snippet_model(), base,
+                                                     version=inner_version)
+        real_save(obj, export_dir, *args, **kwargs)
+
+    monkeypatch.setattr(tf.saved_model, "save", save_with_another_export)
+    try:
+        outer = mtl.export.export_saved_model(_snippet_model(), base, version=outer_version)
+    finally:
+        monkeypatch.undo()
+    return inner[0], outer
+
+
+def test_concurrent_exports_take_distinct_versions(tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    inner, outer = _export_during_export(monkeypatch, base, None, None)
+    assert (inner, outer) == (str(base / "1"), str(base / "2"))
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    for version_dir in (inner, outer):
+        assert "serving_default" in tf.saved_model.load(version_dir).signatures
+
+
+def test_concurrent_export_of_an_explicit_version_fails_clearly(tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    with pytest.raises(ValueError, match=r"Version 4 appeared in '.*m' while this export "
+                       r"was being written .* Pass another version, or version=None"):
+        _export_during_export(monkeypatch, base, 4, 4)
+    assert os.listdir(base) == ["4"]  # the other export's; no temp dir left

@@ -8,6 +8,7 @@ signature; the many bad-input cases use Starlette's TestClient on the same app.
 import base64
 import contextlib
 import http.client
+import inspect
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from kerasmtl.export import export_saved_model
 from kerasmtl.serving import codec
 from kerasmtl.serving.client import Client
 from kerasmtl.serving.errors import ServingError
-from kerasmtl.serving.server import create_app
+from kerasmtl.serving.server import create_app, serve
 
 with warnings.catch_warnings():  # starlette's note about its httpx backend
     warnings.simplefilter("ignore")
@@ -581,7 +582,20 @@ def test_cli_serve_parses_and_calls_the_library(monkeypatch, tmp_path, capsys):
     assert cli.main(["serve", str(tmp_path), "--name", "m", "--port", "9000"]) == 0
     assert calls == [((str(tmp_path), "m"), {
         "host": "127.0.0.1", "port": 9000, "max_body_bytes": 4 * 1024 * 1024,
-        "poll_seconds": 1.0})]
+        "poll_seconds": 1.0, "max_requests": 64, "max_connections": 1000,
+        "header_timeout": 10.0, "body_timeout": 60.0, "keep_alive_timeout": 5.0})]
+    # The CLI repeats the server's defaults (so --help loads no TensorFlow).
+    defaults = inspect.signature(serve).parameters
+    assert {k: v for k, v in calls[0][1].items() if k not in ("port",)} == {
+        k: defaults[k].default for k in calls[0][1] if k != "port"}
+    calls.clear()
+    cli.main(["serve", str(tmp_path), "--name", "m", "--max-connections", "20",
+              "--header-timeout", "0.5", "--body-timeout", "2", "--keep-alive-timeout",
+              "1", "--max-requests", "3"])
+    assert {k: calls[0][1][k] for k in ("max_connections", "header_timeout", "body_timeout",
+                                        "keep_alive_timeout", "max_requests")} == {
+        "max_connections": 20, "header_timeout": 0.5, "body_timeout": 2.0,
+        "keep_alive_timeout": 1.0, "max_requests": 3}
     monkeypatch.undo()
     assert cli.main(["serve", str(tmp_path / "nope"), "--name", "m"]) == 2
     assert "is not a directory" in capsys.readouterr().err

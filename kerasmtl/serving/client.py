@@ -1,16 +1,16 @@
 """`Client`: a small Python client of TF Serving's REST API.
 
 Talks to `kerasmtl serve` or to `tensorflow/serving` alike. It needs only the
-standard library (`urllib`), numpy and orjson (through the codec): inputs go
-out in the columnar format, outputs come back as numpy arrays with the dtypes
-the model's metadata gives.
+standard library (`http.client`), numpy and orjson (through the codec): inputs
+go out in the columnar format, outputs come back as numpy arrays with the
+dtypes the model's metadata gives. Proxy settings in the environment are not
+used.
 """
 
 from __future__ import annotations
 
-import urllib.error
+import http.client
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 
 import numpy as np
@@ -140,23 +140,41 @@ class Client:
 
     def _request(self, url: str, payload: dict | None = None) -> dict:
         data = None if payload is None else codec.dumps(payload)
-        request = urllib.request.Request(
-            url,
-            data=data,
-            method="GET" if data is None else "POST",
-            headers={"Content-Type": "application/json"},
-        )
+        parts = urllib.parse.urlsplit(url)
+        connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                            else http.client.HTTPConnection)
+        connection = connection_class(parts.netloc, timeout=self.timeout)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return codec.loads(response.read())
-        except urllib.error.HTTPError as error:
-            body = error.read()
+            status, reason, body = _exchange(connection, target, data)
+        except (OSError, http.client.HTTPException) as error:  # refused, timed out
+            raise ConnectionError(f"Cannot reach {url}: {error}") from None
+        finally:
+            connection.close()
+        if status >= 400:
             try:
                 message = codec.loads(body)["error"]
             except (ValueError, KeyError, TypeError):
-                message = body.decode("utf-8", "replace")[:500] or error.reason
-            raise ServingError(
-                f"{error.code} from {url}: {message}", status_code=error.code
-            ) from None
-        except urllib.error.URLError as error:
-            raise ConnectionError(f"Cannot reach {url}: {error.reason}") from None
+                message = body.decode("utf-8", "replace")[:500] or reason
+            raise ServingError(f"{status} from {url}: {message}", status_code=status)
+        return codec.loads(body)
+
+
+def _exchange(connection: http.client.HTTPConnection, target: str,
+              data: bytes | None) -> tuple[int, str, bytes]:
+    """Sends one request; returns the answer's status, reason and body."""
+    sent_error = None
+    try:
+        connection.request("GET" if data is None else "POST", target, body=data,
+                           headers={"Content-Type": "application/json"})
+    except (BrokenPipeError, ConnectionResetError) as error:
+        # The server answered before reading the whole body (413 for a body
+        # over its limit) and closed the connection: its answer says why.
+        sent_error = error
+    try:
+        response = connection.getresponse()
+        return response.status, response.reason, response.read()
+    except (OSError, http.client.HTTPException):
+        if sent_error is not None:
+            raise sent_error from None  # no answer: the send's error says more
+        raise

@@ -14,6 +14,17 @@ rows, a wrong rank or size, and missing or extra input names are each a
 `ServingError` naming the input and the shapes. The module uses only numpy,
 json and orjson, so the client shares it.
 
+Memory: decoding a request (parsing it, checking it, converting it to arrays,
+and any error message) costs at most `MEMORY_PER_BODY_BYTE` (64) times the
+body's size, whatever the body holds: the type and shape of every value is
+checked while walking the parsed JSON, before numpy sees it (numpy would turn
+one long string among numbers into a fixed-width string array, each element
+as wide as the longest), and error messages quote at most a few dozen
+characters of a value. Parsing takes most of it: Python objects cost 10x to
+40x their JSON text (an empty list, `[]`, is 3 bytes of JSON and 72 of
+Python); a batch of floats costs about 20x in all. With the server's default
+4 MiB body limit, one request costs at most 256 MiB.
+
 JSON is parsed and written by orjson (7x faster than `json` at parsing a
 batch of floats, which was most of the server's own cost per request, 15x at
 writing the answer) wherever it gives what `json` gives. `json` remains the reference: it parses any body
@@ -31,6 +42,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -63,6 +75,13 @@ NUMPY_DTYPES = {
 _INEXACT_INT = 2.0**63
 # Documents nested deeper than this are parsed by json (see `_fast_loads`).
 _MAX_DEPTH = 512
+# Deepest tensor a request may send (numpy 1.x's limit; 2.x allows 64). Checked
+# before walking or converting a value, so a deeper one is a 400, not numpy's
+# "maximum supported dimension" error or a RecursionError.
+_MAX_RANK = 32
+# The most memory decoding may cost per byte of body (see the module docstring;
+# tests/test_serving_hardening.py measures it on the worst bodies we know).
+MEMORY_PER_BODY_BYTE = 64
 # What a JSON value must be for each kind of dtype, for error messages.
 _EXPECTED = {"f": "a number", "i": "an integer", "u": "an integer", "b": "true or false",
              "O": 'a string or {"b64": ...}'}
@@ -93,9 +112,6 @@ class PredictRequest:
 
     doc: dict
     signature_name: str
-    # False only when the raw body has no `true`/`false` token anywhere, which
-    # lets numeric inputs skip a slow per-element search for JSON booleans.
-    may_have_bools: bool = True
     # The raw body when orjson parsed `doc`, for `json` to parse again if the
     # request fails or may hold a huge integer; None when `json` parsed it.
     body: bytes | None = None
@@ -117,6 +133,7 @@ def parse_predict_request(body: bytes) -> PredictRequest:
             return _predict_request(doc, body, fast=True)
         except ServingError:
             pass  # json's reading of the values names them in the error
+    del doc  # one parsed copy of the body at a time
     return _exact(body)
 
 
@@ -140,15 +157,7 @@ def _predict_request(doc: Any, body: bytes, fast: bool) -> PredictRequest:
         raise ServingError(
             f"'signature_name' must be a string value. Received: {_short(signature)}"
         )
-    return PredictRequest(doc, signature or DEFAULT_SIGNATURE, _may_have_bools(body),
-                          body if fast else None)
-
-
-def _may_have_bools(body: bytes) -> bool:
-    # "true" holds an r and "false" an l, which the keys "instances" and
-    # "inputs" do not: one-byte searches (memchr) spare most bodies of
-    # numbers the slower word searches.
-    return (b"r" in body or b"l" in body) and (b"true" in body or b"false" in body)
+    return PredictRequest(doc, signature or DEFAULT_SIGNATURE, body if fast else None)
 
 
 def decode_inputs(
@@ -176,15 +185,19 @@ def decode_inputs(
     try:
         fmt, arrays = _decode(request, inputs)
     except ServingError:
-        return _decode(_exact(request.body), inputs)  # raises json's error
+        fmt, arrays = None, {}  # json reads the body again, below, for its error
     # A float this large may be an integer literal that orjson rounded, where
     # json keeps it exact (and may then reject it): json decides.
-    for array in arrays.values():
-        if array.dtype.kind == "f" and array.size and (
-            float(np.abs(array).max()) >= _INEXACT_INT
-        ):
-            return _decode(_exact(request.body), inputs)
-    return fmt, arrays
+    if fmt is not None and not any(
+        array.dtype.kind == "f" and array.size and float(np.abs(array).max()) >= _INEXACT_INT
+        for array in arrays.values()
+    ):
+        return fmt, arrays
+    # orjson's objects go before json makes its own (the caller's request
+    # holds them), so one parsed copy of the body is alive at a time.
+    del arrays
+    request.doc = None
+    return _decode(_exact(request.body), inputs)
 
 
 def _decode(
@@ -208,7 +221,7 @@ def _decode(
     arrays = {}
     for name, value in values.items():
         info = inputs[name]
-        array = _to_array(value, info, request.may_have_bools)
+        array = _to_array(value, info)
         _check_shape(array, info, fmt)
         arrays[name] = array
     return fmt, arrays
@@ -274,13 +287,16 @@ def _check_names(obj: dict, names: list[str], what: str) -> None:
         if missing:
             problems.append(f"is missing input(s) {missing}")
         if extra:
-            problems.append(f"has unknown input(s) {extra}")
+            # A body may hold any number of names, of any length: show a few.
+            shown = [_cut(k, 40) for k in extra[:5]]
+            more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+            problems.append(f"has unknown input(s) {shown}{more}")
         raise ServingError(
             f"{what} {' and '.join(problems)}; the signature's inputs are {names}."
         )
 
 
-def _to_array(value: Any, info: TensorInfo, may_have_bools: bool) -> np.ndarray:
+def _to_array(value: Any, info: TensorInfo) -> np.ndarray:
     dtype = NUMPY_DTYPES.get(info.dtype)
     if dtype is None:
         raise ServingError(
@@ -290,25 +306,23 @@ def _to_array(value: Any, info: TensorInfo, may_have_bools: bool) -> np.ndarray:
     if dtype is object:
         return _strings(value, info)
     kind = np.dtype(dtype).kind
-    try:
-        array = np.asarray(value)
-    except (ValueError, TypeError, RecursionError):  # ragged, or too deep
-        array = None
-    if array is None or array.dtype.kind not in "biuf":
+    # Every value is checked to be a number (or a boolean) of a regular shape
+    # before numpy converts it: then the array costs at most 8 bytes per value.
+    unfit = ServingError(f"Input '{info.name}' holds values that do not fit {info.dtype}.")
+    types = _leaf_types(value, _first_shape(value, info))
+    if types is None or not types <= _LEAF_TYPES[kind]:
         _scan(value, info)  # raises the precise error
-        raise ServingError(
-            f"Input '{info.name}' holds values that do not fit {info.dtype}."
-        )
+        raise unfit
+    try:
+        # Floats alone need no dtype discovery, which is most of numpy's cost.
+        array = np.asarray(value, dtype=np.float64 if types == {float} else None)
+    except OverflowError:
+        raise unfit from None
     if kind == "b":
-        if array.dtype.kind != "b":
-            _scan(value, info)  # raises, unless the batch is empty
-        return array.astype(bool)
-    # numpy turns [true, 2] into [1, 2]; JSON booleans are not numbers.
-    if array.dtype.kind == "b" or (may_have_bools and _has_bool(value)):
-        _scan(value, info)
+        return array.astype(bool)  # bool already, or an empty float array
+    if array.dtype.kind not in "iuf":  # an integer past 64 bits: an object array
+        raise unfit
     if kind in "iu":
-        if array.dtype.kind == "f":
-            _scan(value, info)  # a fractional number: raises unless empty
         limits = np.iinfo(dtype)
         if array.size and (array.min() < limits.min or array.max() > limits.max):
             bad = array[(array < limits.min) | (array > limits.max)].ravel()[0]
@@ -331,8 +345,36 @@ def _to_array(value: Any, info: TensorInfo, may_have_bools: bool) -> np.ndarray:
     return converted
 
 
+# The Python types a JSON value may have for each kind of dtype (bool is not
+# an int here: JSON's true is not a number).
+_LEAF_TYPES = {"f": frozenset({float, int}), "i": frozenset({int}),
+               "u": frozenset({int}), "b": frozenset({bool})}
+
+
+def _leaf_types(value: Any, shape: tuple[int, ...]) -> set[type] | None:
+    """The types of the values in nested lists `value` of `shape`, or None if
+    `value` does not have that shape.
+
+    Runs at C speed (`map`, `set`) over each level's lists, with no copy of
+    the values; `_scan` says what is wrong when this is None.
+    """
+    if not shape:
+        return {type(value)}
+    level = [value]
+    for depth, size in enumerate(shape):
+        if set(map(len, level)) != {size}:
+            return None
+        leaves = chain.from_iterable(level)
+        if depth == len(shape) - 1:
+            return set(map(type, leaves))
+        level = list(leaves)
+        if set(map(type, level)) != {list}:
+            return None
+    return None  # not reached: the loop returns at the last level
+
+
 def _strings(value: Any, info: TensorInfo) -> np.ndarray:
-    shape = _first_shape(value)
+    shape = _first_shape(value, info)
     flat: list[bytes] = []
 
     def leaf(v, path):
@@ -367,15 +409,13 @@ def _scan(value: Any, info: TensorInfo) -> None:
         if not ok:
             raise _type_error(info, v, path)
 
-    try:
-        _walk(value, _first_shape(value), 0, (), info, leaf, [])
-    except RecursionError:
-        raise ServingError(f"Input '{info.name}' is nested too deeply.") from None
+    _walk(value, _first_shape(value, info), 0, (), info, leaf, [])
 
 
 def _walk(value, shape, level, path, info, leaf, out) -> None:
     # TF Serving's FillTensorProto: the first element of each list sets the
     # shape; every list must then match it and hold values at the same depth.
+    # `_first_shape` bounds the shape's rank, and so this recursion.
     if isinstance(value, list):
         if level >= len(shape) or len(value) != shape[level]:
             raise _ragged(info, path, shape, level, value)
@@ -387,9 +427,18 @@ def _walk(value, shape, level, path, info, leaf, out) -> None:
         out.append(leaf(value, path))
 
 
-def _first_shape(value: Any) -> tuple[int, ...]:
+def _first_shape(value: Any, info: TensorInfo) -> tuple[int, ...]:
+    """The shape set by the first element of each list; raises past `_MAX_RANK`."""
     shape = []
     while isinstance(value, list):
+        if len(shape) == _MAX_RANK:
+            expected = "" if info.shape is None else (
+                f"; the signature expects rank {len(info.shape)}")
+            raise ServingError(
+                f"Input '{info.name}' is nested more than {_MAX_RANK} lists deep"
+                f"{expected}. Send a tensor of the signature's shape "
+                f"{info.shape_text()}."
+            )
         shape.append(len(value))
         if not value:
             break
@@ -612,12 +661,6 @@ def _deeper_than(value, limit: int) -> bool:
     return False
 
 
-def _has_bool(value) -> bool:
-    if isinstance(value, list):
-        return any(_has_bool(v) for v in value)
-    return isinstance(value, bool)
-
-
 def _json_type(value) -> str:
     if value is None:
         return "null"
@@ -633,11 +676,39 @@ def _json_type(value) -> str:
 
 
 def _short(value, limit: int = 60) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+    """`json.dumps(value)`, cut to `limit` characters: reads only as much of
+    `value` as that needs (a request's value may be megabytes, or deep)."""
+    return _cut(_preview(value, limit + 1), limit)
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _preview(value, budget: int) -> str:
+    # Each level of nesting spends at least one character of the budget, so
+    # the recursion is at most `budget` deep.
+    if isinstance(value, str):
+        return json.dumps(value[:budget])  # longer than `budget` when cut
+    if isinstance(value, (list, dict)):
+        opening, closing = ("[", "]") if isinstance(value, list) else ("{", "}")
+        parts, size = [], 1
+        for item in value.items() if isinstance(value, dict) else value:
+            if size >= budget:
+                parts.append("...")
+                break
+            if isinstance(value, dict):
+                key = _preview(str(item[0]), budget - size)
+                text = key + ": " + _preview(item[1], max(budget - size - len(key) - 2, 1))
+            else:
+                text = _preview(item, budget - size)
+            parts.append(text)
+            size += len(text) + 2
+        return opening + ", ".join(parts) + closing
+    try:
+        return json.dumps(value)  # a number (NaN and Infinity as json writes them), null
+    except (TypeError, ValueError):  # e.g. an int with more digits than str() allows
+        return f"<{type(value).__name__}>"
 
 
 def _path_text(path: tuple) -> str:

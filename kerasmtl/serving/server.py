@@ -16,23 +16,38 @@ Request bodies are read up to `max_body_bytes` (413 past it); decoding the
 JSON, running the signature and encoding the answer happen in a worker thread,
 so the event loop keeps accepting requests and TensorFlow runs requests
 concurrently. Versions are loaded and swapped by `ModelManager`.
+
+What one client can cost is bounded: at most `max_requests` predict requests
+are worked on at once (503 past it, with `Retry-After`); at most
+`DECODE_SLOTS` of them decode JSON at once, and decoding costs at most
+`codec.MEMORY_PER_BODY_BYTE` (64) times the body's size, so decoding needs at
+most 4 x 64 x 4 MiB = 1 GiB with the defaults. Connections are capped and
+slow clients timed out (`connection_guard`), and `serve` drops repeats of
+identical log lines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
+import threading
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from kerasmtl.serving import codec
+from kerasmtl.serving.connection_guard import (
+    ConnectionLimits,
+    guarded_protocol,
+    install_repeat_filter,
+)
 from kerasmtl.serving.errors import ServingError
 from kerasmtl.serving.model_manager import ModelManager
 
@@ -40,6 +55,20 @@ logger = logging.getLogger("kerasmtl.serving")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # 4 MiB: ~100k float values in JSON
 DEFAULT_PORT = 8501  # TF Serving's REST port
+# Predict requests worked on at once: more than the worker threads (40), so
+# the threads stay busy, few enough that a burst is answered 503 at once
+# rather than queued for minutes.
+DEFAULT_MAX_REQUESTS = 64
+# Requests decoding JSON at once. Decoding holds the GIL, so more would not
+# run faster; this bounds its memory (see the module docstring).
+DECODE_SLOTS = 4
+# File descriptors kept for TensorFlow, the model's files and the logs, besides
+# one per connection.
+_SPARE_FILES = 256
+# Connections waiting to be accepted. asyncio accepts up to this many at once
+# before the connection guard sees any (uvicorn's 2048 would let a burst pass
+# the cap by that much).
+_BACKLOG = 128
 
 # TF Serving's URL grammar (http_rest_api_handler.cc), case-insensitive.
 _MODEL_URL = re.compile(
@@ -55,6 +84,7 @@ def create_app(
     name: str,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     poll_seconds: float = 1.0,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
 ) -> Starlette:
     """The ASGI app serving the model under `base_path` as `name`.
 
@@ -69,6 +99,8 @@ def create_app(
             413. Defaults to 4 MiB.
         poll_seconds: float. Seconds between scans for new versions.
             Defaults to `1.0`.
+        max_requests: int. Most predict requests worked on at once (their
+            body read); more get 503 with `Retry-After: 1`. Defaults to `64`.
 
     Returns:
         A `starlette.applications.Starlette` app; its `state.manager` is the
@@ -79,6 +111,13 @@ def create_app(
         raise ValueError(
             "Invalid value for argument `max_body_bytes`. Expected an int >= 1. "
             f"Received: max_body_bytes={max_body_bytes!r}"
+        )
+    if isinstance(max_requests, bool) or not isinstance(max_requests, int) or (
+        max_requests < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `max_requests`. Expected an int >= 1. "
+            f"Received: max_requests={max_requests!r}"
         )
     manager = ModelManager(base_path, name, poll_seconds=poll_seconds)
     manager.poll()
@@ -91,11 +130,18 @@ def create_app(
         finally:
             manager.stop()
 
+    limits = _RequestLimits(max_body_bytes, max_requests)
+
     async def dispatch(request: Request) -> Response:
         try:
-            return await _dispatch(request, manager, max_body_bytes)
+            return await _dispatch(request, manager, limits)
         except ServingError as error:
-            return _error(error.message, error.status_code)
+            response = _error(error.message, error.status_code)
+            if error.status_code == 503:
+                response.headers["Retry-After"] = "1"
+            return response
+        except ClientDisconnect:  # gone, or closed by the connection guard
+            return Response(status_code=400)  # nobody reads it
         except Exception as error:  # the server keeps serving
             logger.exception("Internal error on %s %s", request.method, request.url.path)
             return _error(f"Internal error: {type(error).__name__}: {error}", 500)
@@ -105,7 +151,19 @@ def create_app(
         routes=[Route("/{path:path}", dispatch, methods=methods)], lifespan=lifespan
     )
     app.state.manager = manager
+    app.state.limits = limits
     return app
+
+
+class _RequestLimits:
+    """One app's request limits, and its count of requests being worked on
+    (changed only on the event loop)."""
+
+    def __init__(self, max_body_bytes: int, max_requests: int):
+        self.max_body_bytes = max_body_bytes
+        self.max_requests = max_requests
+        self.in_progress = 0
+        self.decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
 def serve(
@@ -116,6 +174,11 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     poll_seconds: float = 1.0,
     log_level: str = "info",
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    max_connections: int = ConnectionLimits.max_connections,
+    header_timeout: float = ConnectionLimits.header_timeout,
+    body_timeout: float = ConnectionLimits.body_timeout,
+    keep_alive_timeout: float = ConnectionLimits.keep_alive_timeout,
 ) -> None:
     """Serves the model under `base_path` until interrupted (Ctrl-C).
 
@@ -130,17 +193,74 @@ def serve(
         max_body_bytes: int. Largest request body. Defaults to 4 MiB.
         poll_seconds: float. Seconds between scans for new versions.
         log_level: str. uvicorn's and the version watcher's log level.
+        max_requests: int. Most predict requests worked on at once; more get
+            503. Defaults to `64`.
+        max_connections: int. Most connections open at once (see
+            `connection_guard`); lowered to fit the open-file limit if that
+            cannot be raised. Defaults to `1000`.
+        header_timeout: float. Seconds a client has to send a request's
+            headers; then 408. Defaults to `10.0`.
+        body_timeout: float. Seconds a client has to send a request's body
+            after its headers; then 408. Defaults to `60.0`.
+        keep_alive_timeout: float. Seconds an idle connection stays open.
+            Defaults to `5.0`.
     """
+    limits = ConnectionLimits(max_connections, header_timeout, body_timeout,
+                              keep_alive_timeout)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(log_level.upper())
-    app = create_app(base_path, name, max_body_bytes, poll_seconds)
+    limits = _fit_open_files(limits)
+    app = create_app(base_path, name, max_body_bytes, poll_seconds, max_requests)
+    server = uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
+                                           log_level=log_level))
+    server.run()
+
+
+def uvicorn_config(app, limits: ConnectionLimits, **kwargs) -> uvicorn.Config:
+    """The `uvicorn.Config` that `serve` runs `app` with, under `limits`.
+
+    `kwargs` go to `uvicorn.Config` (host, port, log_level). Identical log
+    lines from uvicorn, asyncio and this package are let through once a
+    minute (`connection_guard.RepeatFilter`).
+    """
     # No access log: TF Serving logs no requests, and one line each costs
-    # throughput.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # throughput. Our own h11 protocol, whatever else is installed.
+    config = uvicorn.Config(
+        app, access_log=False, http=guarded_protocol(limits), backlog=_BACKLOG,
+        timeout_keep_alive=limits.keep_alive_timeout, **kwargs,
+    )
+    # After uvicorn.Config, which configures its loggers.
+    install_repeat_filter("uvicorn.error", "asyncio", "kerasmtl.serving")
+    return config
 
 
-async def _dispatch(request: Request, manager: ModelManager, limit: int) -> Response:
+def _fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
+    """Raises the open-file limit to fit `limits.max_connections`, or lowers
+    the cap to fit it: at the limit, every accept fails and asyncio logs it."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return limits
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = limits.max_connections + _BACKLOG + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft < needed:
+            fitted = max(1, soft - _BACKLOG - _SPARE_FILES)
+            logger.warning(
+                "The open-file limit is %d, too low for --max-connections %d; "
+                "serving at most %d connections. Raise it (ulimit -n) to serve more.",
+                soft, limits.max_connections, fitted)
+            limits = dataclasses.replace(limits, max_connections=fitted)
+    return limits
+
+
+async def _dispatch(request: Request, manager: ModelManager, limits: _RequestLimits
+                    ) -> Response:
     path, method = request.url.path, request.method
     if not path.lower().startswith("/v1/"):
         raise ServingError(f"Not found: {path}. The API is under /v1/models/.", 404)
@@ -165,8 +285,19 @@ async def _dispatch(request: Request, manager: ModelManager, limit: int) -> Resp
         raise ServingError(f"Could not find any versions of model {name}", 404)
 
     if method == "POST" and verb == "predict":
-        body = await _read_body(request, limit)
-        payload = await run_in_threadpool(_predict, manager, version, body)
+        body = await _read_body(request, limits.max_body_bytes)
+        if limits.in_progress >= limits.max_requests:
+            raise ServingError(
+                f"Server busy: {limits.max_requests} requests are in progress (the "
+                "--max-requests limit). Retry later.",
+                503,
+            )
+        limits.in_progress += 1
+        try:
+            payload = await run_in_threadpool(
+                _predict, manager, version, body, limits.decoding)
+        finally:
+            limits.in_progress -= 1
         return Response(payload, media_type="application/json")
     if method == "POST" and verb in ("classify", "regress"):
         raise ServingError(
@@ -181,11 +312,14 @@ async def _dispatch(request: Request, manager: ModelManager, limit: int) -> Resp
     raise ServingError(f"Malformed request: {method} {path}")
 
 
-def _predict(manager: ModelManager, version: int | None, body: bytes) -> bytes:
-    request = codec.parse_predict_request(body)
-    loaded = manager.get(version)
-    signature = loaded.signature(request.signature_name)
-    fmt, arrays = codec.decode_inputs(request, signature.inputs)
+def _predict(manager: ModelManager, version: int | None, body: bytes,
+             decoding: threading.BoundedSemaphore) -> bytes:
+    with decoding:
+        request = codec.parse_predict_request(body)
+        loaded = manager.get(version)
+        signature = loaded.signature(request.signature_name)
+        fmt, arrays = codec.decode_inputs(request, signature.inputs)
+        del request  # the parsed JSON, 10-40x the body: not kept while the model runs
     outputs = signature(arrays)
     return codec.dumps(codec.encode_outputs(outputs, fmt))
 
