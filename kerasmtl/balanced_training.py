@@ -135,16 +135,10 @@ class GradientBalancingMixin:
             if balancer.rep_grad:
                 gram = all_reduce_sum(gram)
             global_losses = all_reduce_sum(shares)
-        unbalanced_bad = tf.add_n(
-            [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads
-             if g is not None] + [tf.constant(0.0)]
-        )
-        if replicas > 1:
-            unbalanced_bad = all_reduce_sum(unbalanced_bad)
         finite = (
             tf.reduce_all(tf.math.is_finite(gram))
             & tf.reduce_all(tf.math.is_finite(global_losses))
-            & tf.equal(unbalanced_bad, 0.0)
+            & all_finite(grads)
         )
         gram = tf.where(finite, gram, tf.zeros_like(gram))
         global_losses = tf.where(finite, global_losses, tf.zeros_like(global_losses))
@@ -159,7 +153,7 @@ class GradientBalancingMixin:
         balancer.update_state(gram, global_losses, active, weights, ok)
         if "weight" in self._mtl_metrics:
             self._track_weights()
-            self._mtl_metrics["skipped"].update_state(1.0 - tf.cast(ok, tf.float32))
+        self._count_skipped(ok)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _parameter_gradients(self, tape, scaled, variables, replicas):
@@ -226,6 +220,13 @@ class GradientBalancingMixin:
 
         return grads, matrix, apply_update
 
+    def _count_skipped(self, ok):
+        """Adds a skipped step (`ok` False) to the `*/skipped_steps` metric."""
+        if "skipped" in self._mtl_metrics:
+            # Every replica counts the step; the metric sums the replicas.
+            skipped = (1.0 - tf.cast(ok, tf.float32)) / replicas_in_sync()
+            self._mtl_metrics["skipped"].update_state(skipped)
+
     def _apply_unless_skipped(self, ok, grads, variables):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         grads, variables = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -234,9 +235,12 @@ class GradientBalancingMixin:
             optimizer.build(self.trainable_variables)
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             # Its own finiteness check skips the step (and lowers the scale);
-            # one non-finite gradient is enough to trip it.
-            first = tf.where(ok, grads[0], tf.constant(np.nan, grads[0].dtype))
-            optimizer.apply([first, *grads[1:]], variables)
+            # one non-finite gradient is enough to trip it. A dense one is
+            # poisoned: an embedding's IndexedSlices would be densified.
+            i = next((i for i, g in enumerate(grads) if isinstance(g, tf.Tensor)), 0)
+            grads = list(grads)
+            grads[i] = tf.where(ok, grads[i], tf.constant(np.nan, grads[i].dtype))
+            optimizer.apply(grads, variables)
             return
 
         def apply():
@@ -284,6 +288,24 @@ def _zeros_if_none(grad, like):
     if grad is not None:
         return grad
     return tf.zeros_like(like) if tf.is_tensor(like) else tf.zeros(like.shape, like.dtype)
+
+
+def all_finite(tensors) -> tf.Tensor:
+    """A bool scalar, the same on every replica: no NaN or infinity in
+    `tensors` (dense or IndexedSlices; None entries are skipped)."""
+    bad = [
+        tf.reduce_sum(tf.cast(~tf.math.is_finite(_values(t)), tf.float32))
+        for t in tensors
+        if t is not None
+    ]
+    total = tf.add_n([*bad, tf.constant(0.0)])
+    if replicas_in_sync() > 1:
+        total = all_reduce_sum(total)
+    return tf.equal(total, 0.0)
+
+
+def _values(tensor):
+    return tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor
 
 
 def all_reduce_sum(value):

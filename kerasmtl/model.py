@@ -12,9 +12,12 @@ It wires tasks, sharing and weighting together:
   task or naming an unknown one, a shape that does not fit the task, a NaN
   class label, each raise a ValueError naming the task.
 
-Keras' own `train_step` is kept for loss-level weightings: the multi-task
-logic lives in `compute_loss` and `compute_metrics`, which Keras calls, so
-distribution strategies and `steps_per_execution` work unchanged. A
+Loss-level weightings use Keras' own train step plus one check
+(`_weighted_train_step`: a non-finite loss or gradient skips the step and is
+counted, as for balancers): the multi-task logic lives in `compute_loss` and
+`compute_metrics`, so distribution strategies and `steps_per_execution` work
+unchanged. A weighting's epoch-end update (DWA) runs before the user's
+callbacks, so that backups hold the updated state. A
 gradient-level `GradientBalancer` (PCGrad, MGDA, ...) needs per-task
 gradients, so `train_step` takes its own path for it (`_balanced_train_step`,
 see there for what goes where).
@@ -22,7 +25,11 @@ see there for what goes where).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import re
+import types
+import warnings
 from collections.abc import Sequence
 
 import keras
@@ -31,11 +38,14 @@ import tensorflow as tf
 from keras import ops
 
 from kerasmtl import tasks as tasks_lib
+from kerasmtl.autograph import skip_autograph
 from kerasmtl.balanced_training import (
     GradientBalancingMixin,
+    all_finite,
     all_reduce_sum,
     replicas_in_sync,
 )
+from kerasmtl.tasks.base import LABEL_CHECK_MARK
 from kerasmtl.weighting import Equal, GradientBalancer, LossWeighting
 
 
@@ -194,6 +204,8 @@ class MultiTaskModel(GradientBalancingMixin, keras.Model):
             trackers["penalty"] = keras.metrics.Mean(name="loss/soft_sharing")
         if isinstance(self.weighting, GradientBalancer):
             trackers["skipped"] = keras.metrics.Sum(name="balancer/skipped_steps")
+        else:
+            trackers["skipped"] = keras.metrics.Sum(name="weighting/skipped_steps")
         object.__setattr__(self, "_mtl_metrics", trackers)
         self._build_task_metrics()
         self._compile_config = _SerializableCompileConfig(
@@ -275,7 +287,7 @@ class MultiTaskModel(GradientBalancingMixin, keras.Model):
         replicas = replicas_in_sync()
         losses, present = {}, {}
         for task in self._tasks:
-            labels = _assert_no_nan_class_labels(task, y[task.name])
+            labels = task.assert_label_values(y[task.name])
             mean, count = task.masked_loss(
                 labels,
                 y_pred[task.name],
@@ -412,22 +424,58 @@ class MultiTaskModel(GradientBalancingMixin, keras.Model):
             self._check_data(validation, None)
         callbacks = list(bound.get("callbacks") or [])
         if type(self.weighting).on_epoch_end is not LossWeighting.on_epoch_end:
-            callbacks.append(_EpochEndWeighting())
+            # First, so that the user's callbacks (BackupAndRestore,
+            # ModelCheckpoint) see and save the state after this epoch's update.
+            callbacks.insert(0, _EpochEndWeighting())
         bound["callbacks"] = callbacks
+        if "shuffle" not in bound and _shuffled_by_caller(bound.get("x")):
+            # Keras' default shuffle=True only applies to arrays; passed with a
+            # dataset or generator it just warns that it is ignored.
+            bound["shuffle"] = False
         bound.pop("self")
-        return super().fit(**bound.pop("kwargs", {}), **bound)
+        with _label_errors_as_value_errors():
+            return super().fit(**bound.pop("kwargs", {}), **bound)
 
     def evaluate(self, *args, **kwargs):
         bound = _EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
         bound.pop("self")
         # fit() passes private keywords (validation caching) through **kwargs.
-        return super().evaluate(**bound.pop("kwargs", {}), **bound)
+        with _label_errors_as_value_errors():
+            return super().evaluate(**bound.pop("kwargs", {}), **bound)
 
     def train_step(self, data):
         if isinstance(self.weighting, GradientBalancer):
             return self._balanced_train_step(data)
-        return super().train_step(data)
+        return self._weighted_train_step(data)
+
+    @skip_autograph
+    def _weighted_train_step(self, data):
+        """Keras' own train step, except that a non-finite loss or gradient
+        (an inf in the inputs, a diverging loss) skips the step as a gradient
+        balancer does: weights, optimizer state and `optimizer.iterations`
+        are unchanged, and `weighting/skipped_steps` counts it. Non-trainable
+        state updated in the forward pass (BatchNormalization statistics) is
+        not rolled back."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = replicas_in_sync()
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        loss_tracker = getattr(self, "_loss_tracker", None)
+        if loss_tracker is not None:
+            batch = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+            loss_tracker.update_state(loss * replicas, sample_weight=batch)
+        variables = list(self.trainable_weights)
+        if variables:
+            grads = tape.gradient(scaled, variables)
+            ok = all_finite([loss, *grads])
+            self._apply_unless_skipped(ok, grads, variables)
+            self._count_skipped(ok)
+        else:
+            warnings.warn("The model does not have any trainable weights.", stacklevel=2)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # -- serving --------------------------------------------------------------
 
@@ -485,25 +533,38 @@ _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
+def _shuffled_by_caller(x) -> bool:
+    """True for inputs that Keras cannot shuffle (it shuffles arrays only)."""
+    return isinstance(
+        x, (tf.data.Dataset, tf.distribute.DistributedDataset, types.GeneratorType)
+    )
+
+
 def _is_array_like(value) -> bool:
     return isinstance(value, (np.ndarray, list, tuple)) or (
         tf.is_tensor(value) and tf.executing_eagerly()
     )
 
 
-def _assert_no_nan_class_labels(task, labels):
-    # NaN means "missing" only for float labels; a NaN class id is a data bug.
-    if not tf.is_tensor(labels):  # structured labels (detection): the task checks
-        return labels
-    if task.label_dtype.startswith("int") and tf.as_dtype(labels.dtype).is_floating:
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(tf.math.is_nan(labels))),
-            [f"Labels for task '{task.name}' ({task.kind}) contain NaN; "
-             "integer and binary labels mark a missing label with -1."],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(labels)
-    return labels
+@contextlib.contextmanager
+def _label_errors_as_value_errors():
+    """A failed in-graph label check (`Task.assert_label_values`) surfaces as
+    TensorFlow's InvalidArgumentError under a long graph trace; re-raise it
+    as the ValueError that the same labels get from numpy input."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        text = error.message
+        if LABEL_CHECK_MARK not in text:
+            raise
+        text = text[text.index(LABEL_CHECK_MARK) + len(LABEL_CHECK_MARK):]
+        # Assert prints its data as "[message] [count] [first:] [value]".
+        match = re.match(r"(.*)\] \[(\d+)\] \[first:\] \[([^\]]*)\]", text, re.S)
+        if match:
+            message, count, first = match.groups()
+            text = f"{message.strip()} {count}, the first: {first}."
+        text = text.replace("\\'", "'")
+        raise ValueError(text) from None
 
 
 def _check_outputs(outputs, tasks) -> None:

@@ -1,6 +1,7 @@
 """MultiTaskModel: the foundation issue's contract, masking, errors, overrides."""
 
 import glob
+import warnings
 
 import keras
 import numpy as np
@@ -160,7 +161,8 @@ def test_nan_class_label_inside_a_dataset_is_caught_in_graph():
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     model = tiny_model(synthetic_tabular_tasks())
     model.compile(optimizer="adam")
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"species.*\(classification\) contain NaN"):
+    # checked in the graph, re-raised as the ValueError numpy labels get
+    with pytest.raises(ValueError, match=r"'species' \(classification\).*NaN.*first: nan"):
         model.fit(ds, epochs=1, verbose=0)
 
 
@@ -226,3 +228,42 @@ def test_zero_loss_weight_task_is_monitored_not_trained():
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_allclose(logs["loss/r"], (1 + 9) / 2, rtol=1e-6)
     np.testing.assert_allclose(logs["loss"], logs["loss/c"], rtol=1e-6)
+
+
+def test_fit_on_a_dataset_does_not_pass_keras_an_ignored_shuffle():
+    x, y = synthetic_tabular(32, seed=0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    model = tiny_model(synthetic_tabular_tasks())
+    model.compile(optimizer="adam")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(ds, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+    with pytest.warns(UserWarning, match="`shuffle=True` was passed"):
+        model.fit(ds, epochs=1, shuffle=True, verbose=0)  # the user's own choice
+
+
+def test_a_lambda_hidden_layer_builds_trains_and_loads_unsafe_only(tmp_path):
+    task = mtl.tasks.Regression(
+        "size", hidden_layers=[keras.layers.Lambda(lambda z: z * 2.0), 4]
+    )
+    model = tiny_model([task, mtl.tasks.Classification("species", num_classes=3)])
+    assert isinstance(model.get_layer("size_hidden_0"), keras.layers.Lambda)
+    x, y = synthetic_tabular(32, seed=0)
+    model.compile(optimizer="adam")
+    assert_finite_logs(model.fit(x, {k: y[k] for k in ("size", "species")}, verbose=0))
+    path = str(tmp_path / "lambda.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        keras.models.load_model(path)
+    loaded = keras.models.load_model(path, safe_mode=False)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0)["size"], model.predict(x, verbose=0)["size"], atol=1e-6
+    )
+
+
+def test_a_lambda_hidden_layer_given_as_a_config_dict_stays_in_safe_mode():
+    spec = keras.saving.serialize_keras_object(keras.layers.Lambda(lambda z: z + 1.0))
+    task = mtl.tasks.Regression("size", hidden_layers=[spec])
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        task.build_head(keras.Input((4,)))

@@ -77,6 +77,12 @@ def test_dwa_weights_with_an_absent_task():
     np.testing.assert_allclose(dwa_weights([0.0, 1.0], [1.0, 1.0], 2.0), [1.0, 1.0])
 
 
+def test_dwa_weights_ignore_a_non_finite_epoch_loss():
+    # an epoch with a skipped inf step has an inf mean loss: ratio 1, not NaN
+    np.testing.assert_allclose(dwa_weights([np.inf, 1.0], [1.0, 1.0], 2.0), [1.0, 1.0])
+    np.testing.assert_allclose(dwa_weights([1.0, 1.0], [np.nan, 1.0], 2.0), [1.0, 1.0])
+
+
 def test_random_loss_weighting():
     w = RandomLossWeighting(seed=3)
     run_weighting_test(w, LOSSES, 5.0, {"a": 0.5, "b": 0.5})  # before any draw

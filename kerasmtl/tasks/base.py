@@ -24,6 +24,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -39,7 +40,9 @@ class Task:
         hidden_layers: sequence of int or `keras.layers.Layer`. Task-specific
             layers between the shared features and the head. An int `n` means
             `Dense(n, activation="relu")`. Layers are copied from their config
-            each time a head is built. Defaults to `()`.
+            each time a head is built; a `Lambda` works too (loading a
+            `.keras` file that holds one needs `safe_mode=False`, as for any
+            Lambda). Defaults to `()`.
         loss: `"auto"`, or a Keras loss (name, function or `keras.losses.Loss`).
             `"auto"` uses the task's own masked loss. Defaults to `"auto"`.
         loss_weight: float. Static multiplier of this task's loss, applied
@@ -72,7 +75,13 @@ class Task:
                 f"Expected a float >= 0. Received: loss_weight={loss_weight!r}"
             )
         self.name = name
+        hidden_layers = list(hidden_layers)
         self.hidden_layers = [_layer_spec(name, spec) for spec in hidden_layers]
+        # Specs serialised here from layer objects may hold Python code (a
+        # Lambda's function): the caller's own, or one that already passed
+        # Keras' safe mode in `from_config`; their copies skip safe mode. A
+        # spec given as a dict goes through it.
+        self._trusted_hidden = [not isinstance(s, dict) for s in hidden_layers]
         self.loss = loss
         self.loss_weight = float(loss_weight)
 
@@ -93,11 +102,19 @@ class Task:
 
     def build_head(self, features):
         """Builds this task's layers on `features`; returns its output tensor."""
+        return self.make_output_layer()(self.build_hidden_layers(features))
+
+    def build_hidden_layers(self, features):
+        """Applies fresh copies of `hidden_layers` to `features` (each head
+        gets its own weights); returns the result."""
         x = features
-        for i, spec in enumerate(self.hidden_layers):
+        for i, (spec, trusted) in enumerate(zip(self.hidden_layers, self._trusted_hidden)):
             config = dict(spec["config"], name=f"{self.name}_hidden_{i}")
-            x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
-        return self.make_output_layer()(x)
+            layer = keras.saving.deserialize_keras_object(
+                {**spec, "config": config}, safe_mode=not trusted
+            )
+            x = layer(x)
+        return x
 
     def bind(self, model) -> Task:
         """Returns the task as used by `model` (called once when a
@@ -159,6 +176,54 @@ class Task:
     def check_label_values(self, labels: np.ndarray) -> None:
         """Eager check of a numpy batch of labels; raises ValueError if invalid."""
         self.check_label_shape((None, *np.shape(labels)[1:]))
+        dtype = np.asarray(labels).dtype
+        if dtype.kind in "USO":
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) are "
+                f"{'strings' if dtype.kind != 'O' else 'Python objects'} "
+                f"(dtype {dtype}); expected numbers. Map names to integer ids "
+                "first (e.g. with a `labels=` list or keras.layers.StringLookup). "
+                + self.label_help()
+            )
+
+    def valid_label_values(self, labels):
+        """`(valid, expected)` for the graph check of a batch of labels (a
+        tensor): a boolean tensor, True where a value is allowed (missing
+        included), and what is expected, in words. None: no value check."""
+        return None
+
+    def assert_label_values(self, labels):
+        """Returns `labels`, checked in the graph (tf.data batches never see
+        the numpy checks): a bad value stops training with an error naming
+        the task, what is expected and the first offending value, before the
+        loss can fail with a message naming no task or train on it silently.
+        """
+        if isinstance(labels, dict):
+            return labels  # structured labels: the kind overrides this method
+        if not tf.is_tensor(labels):
+            labels = tf.convert_to_tensor(labels)
+        if labels.dtype == tf.string:
+            raise ValueError(
+                f"Labels for task '{self.name}' ({self.kind}) are strings; "
+                "expected numbers. Map names to integer ids in the input "
+                "pipeline (e.g. keras.layers.StringLookup). " + self.label_help()
+            )
+        checks = []
+        if self.label_dtype.startswith("int") and labels.dtype.is_floating:
+            # NaN means "missing" only for float labels: a NaN id is a data bug.
+            nan = tf.math.is_nan(labels)
+            checks.append(_graph_assert(
+                self, labels, tf.logical_not(nan),
+                "integer ids; NaN marks a missing *float* label, integer ids use -1",
+            ))
+        validity = self.valid_label_values(labels)
+        if validity is not None:
+            valid, expected = validity
+            checks.append(_graph_assert(self, labels, valid, expected))
+        if not checks:
+            return labels
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
 
     def check_integer_labels(self, labels: np.ndarray, unit: str = "position") -> None:
         """Raises a ValueError if float `labels` hold NaN or fractions: class,
@@ -326,6 +391,38 @@ def _layer_spec(task_name: str, spec) -> dict:
             "keras.layers.Layer."
         )
     return keras.saving.serialize_keras_object(spec)
+
+
+# Marks the label checks' messages, so that `MultiTaskModel.fit` can turn
+# the graph's InvalidArgumentError into a plain ValueError.
+LABEL_CHECK_MARK = "kerasmtl label check:"
+
+
+def ids_or_missing(labels, num_ids: int):
+    """True where `labels` is an integer id in [0, num_ids) or -1 (missing)."""
+    valid = (labels >= 0) & (labels < num_ids)
+    if labels.dtype.is_floating:
+        valid &= tf.equal(labels, tf.round(labels))
+    return valid | tf.equal(labels, -1)
+
+
+def _graph_assert(task, labels, valid, expected: str):
+    """A cheap in-graph assert that all of `valid` holds; its message names
+    the task, what is expected, how many values are bad and the first one."""
+    bad = tf.reshape(tf.logical_not(valid), [-1])
+    flat = tf.reshape(labels, [-1])
+    first = tf.gather(flat, tf.argmax(tf.cast(bad, tf.int32)))
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [
+            f"{LABEL_CHECK_MARK} Labels for task '{task.name}' ({task.kind}) must "
+            f"be {expected}. {task.label_help()} Bad values in this batch:",
+            tf.reduce_sum(tf.cast(bad, tf.int32)),
+            "first:",
+            first,
+        ],
+        summarize=1,
+    )
 
 
 def _apply_sample_weight(mask, sample_weight):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasmtl.tasks.base import Task
+from kerasmtl.tasks.base import Task, ids_or_missing
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -81,6 +81,12 @@ class Classification(Task):
                     f"[-1, {self.num_classes}); found {labels[bad].ravel()[:5].tolist()}. "
                     + self.label_help()
                 )
+
+    def valid_label_values(self, labels):
+        return (
+            ids_or_missing(labels, self.num_classes),
+            f"class ids in [0, {self.num_classes}) or -1 (missing)",
+        )
 
     def standardize_labels(self, y):
         y = ops.convert_to_tensor(y)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import keras
 import numpy as np
+import tensorflow as tf  # in-graph label checks
 from keras import ops
 
 from kerasmtl.autograph import skip_autograph
@@ -24,7 +25,13 @@ from kerasmtl.layers.detection_decoding import (
     detection_output_names,
 )
 from kerasmtl.losses.detection import CenterNetLoss
-from kerasmtl.tasks.base import Task, _apply_sample_weight, _fmt_shape
+from kerasmtl.tasks.base import (
+    Task,
+    _apply_sample_weight,
+    _fmt_shape,
+    _graph_assert,
+    ids_or_missing,
+)
 
 _METRICS = ("center_score", "size_l1", "offset_l1")
 
@@ -284,6 +291,19 @@ class Detection(Task):
                 "ignored in training.",
                 stacklevel=2,
             )
+
+    def assert_label_values(self, labels):
+        # tf.data batches never see check_label_values: the graph refuses
+        # out-of-range class ids instead of ignoring them silently.
+        classes = labels["classes"]
+        if not tf.is_tensor(classes):
+            classes = tf.convert_to_tensor(classes)
+        check = _graph_assert(
+            self, classes, ids_or_missing(classes, self.num_classes),
+            f"class ids in [0, {self.num_classes}) or -1 (padding)",
+        )
+        with tf.control_dependencies([check]):
+            return {**labels, "classes": tf.identity(classes)}
 
     def standardize_labels(self, y):
         """Returns `(labels, labelled)`: the dict, and 1 per example that has a

@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf  # in-graph label checks
 from keras import ops
 
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
@@ -210,10 +211,7 @@ class MultiLabel(Task):
 
     def build_head(self, features):
         # As Task.build_head, with a logits layer before the output layer.
-        x = features
-        for i, spec in enumerate(self.hidden_layers):
-            config = dict(spec["config"], name=f"{self.name}_hidden_{i}")
-            x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
+        x = self.build_hidden_layers(features)
         return self.make_output_layer()(self._make_logits_layer()(x))
 
     def bind(self, model):
@@ -269,6 +267,10 @@ class MultiLabel(Task):
                 f"Labels for task '{self.name}' (multi-label) must be -1, 0 or "
                 f"1; found {np.unique(labels[bad])[:5].tolist()}. {self.label_help()}"
             )
+
+    def valid_label_values(self, labels):
+        valid = tf.equal(labels, -1) | tf.equal(labels, 0) | tf.equal(labels, 1)
+        return valid, "-1 (missing), 0 or 1"
 
     def standardize_labels(self, y):
         y = ops.cast(ops.convert_to_tensor(y), "float32")

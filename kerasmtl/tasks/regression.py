@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
+import tensorflow as tf  # in-graph label checks
 from keras import ops
 
 from kerasmtl.tasks.base import Task
@@ -65,11 +68,28 @@ class Regression(Task):
                 f"Labels for task '{self.name}' (regression) have dtype "
                 f"{labels.dtype}; expected numbers. {self.label_help()}"
             )
+        if labels.dtype.kind in "iu" and (labels == -1).any():
+            # -1 marks a missing *integer* label elsewhere; here it is a value.
+            warnings.warn(
+                f"Labels for task '{self.name}' (regression) are integers and "
+                f"contain -1 ({int((labels == -1).sum())} value(s)): they are "
+                "trained as the value -1. A missing regression label is NaN: "
+                "cast the labels to float and set missing ones to NaN.",
+                stacklevel=2,
+            )
         if labels.dtype.kind == "f" and np.isinf(labels).any():
             raise ValueError(
                 f"Labels for task '{self.name}' (regression) contain inf. "
                 + self.label_help()
             )
+
+    def valid_label_values(self, labels):
+        if not labels.dtype.is_floating:
+            return None
+        return (
+            tf.logical_not(tf.math.is_inf(labels)),
+            "finite numbers, or NaN for a missing label",
+        )
 
     def standardize_labels(self, y):
         y = ops.cast(ops.convert_to_tensor(y), "float32")

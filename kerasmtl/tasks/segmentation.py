@@ -10,7 +10,7 @@ import tensorflow as tf  # graph-only paths: shape assertion, export resize
 from keras import ops
 
 from kerasmtl.metrics.segmentation import MaskedMeanIoU
-from kerasmtl.tasks.base import Task, _fmt_shape
+from kerasmtl.tasks.base import Task, _fmt_shape, ids_or_missing
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -134,10 +134,7 @@ class Segmentation(Task):
                 f"map [B, H, W, C]; received features of shape "
                 f"{_fmt_shape(features.shape)}."
             )
-        x = features
-        for i, spec in enumerate(self.hidden_layers):
-            config = dict(spec["config"], name=f"{self.name}_hidden_{i}")
-            x = keras.saving.deserialize_keras_object({**spec, "config": config})(x)
+        x = self.build_hidden_layers(features)
         x = keras.layers.Conv2D(
             self.head_channels,
             3,
@@ -184,6 +181,14 @@ class Segmentation(Task):
                 + f"; found {np.unique(labels[bad])[:5].tolist()}. "
                 + self.label_help()
             )
+
+    def valid_label_values(self, labels):
+        valid = ids_or_missing(labels, self.num_classes)
+        expected = f"class ids in [0, {self.num_classes}) or -1 (missing)"
+        if self.ignore_class is not None:
+            valid |= tf.equal(labels, self.ignore_class)
+            expected += f" or the ignore class {self.ignore_class}"
+        return valid, expected
 
     def standardize_labels(self, y):
         y = ops.convert_to_tensor(y)

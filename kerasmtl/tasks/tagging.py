@@ -19,7 +19,7 @@ from kerasmtl.metrics.sequence_labeling import (
     check_scheme,
     split_tag,
 )
-from kerasmtl.tasks.base import Task, _apply_sample_weight, _fmt_shape
+from kerasmtl.tasks.base import Task, _apply_sample_weight, _fmt_shape, ids_or_missing
 
 try:  # Where Keras 3 keeps the mask it attaches to layer outputs.
     from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
@@ -256,6 +256,12 @@ class Tagging(Task):
                     "for padding at the end, or for every token of an unlabelled "
                     f"sentence ({gaps.size} sentence(s) affected)."
                 )
+
+    def valid_label_values(self, labels):
+        return (
+            ids_or_missing(labels, self.num_tags),
+            f"tag ids in [0, num_tags={self.num_tags}) or -1 (padding, missing)",
+        )
 
     def standardize_labels(self, y):
         y = ops.cast(ops.convert_to_tensor(y), "int32")

@@ -25,7 +25,8 @@ class DynamicWeightAverage(LossWeighting):
     L        = sum_t w_t(k) * L_t
     ```
     with `L_t(k)` the mean training loss of task t in epoch k; `w_t = 1` for
-    the first two epochs. A task with no labels in an epoch keeps ratio 1.
+    the first two epochs. A task with no labels in an epoch, or a non-finite
+    mean loss, keeps ratio 1.
 
     Args:
         temperature: float > 0. Softness of the weights. Defaults to `2.0`
@@ -82,7 +83,9 @@ class DynamicWeightAverage(LossWeighting):
 def dwa_weights(last: np.ndarray, previous: np.ndarray, temperature: float) -> np.ndarray:
     """DWA weights from two epochs' mean losses (ratio 1 where undefined)."""
     last, previous = np.asarray(last, float), np.asarray(previous, float)
-    defined = (previous > 0) & (last > 0)
+    # A non-finite epoch mean (an epoch with skipped non-finite steps) would
+    # turn every weight into NaN for good.
+    defined = (previous > 0) & (last > 0) & np.isfinite(previous) & np.isfinite(last)
     ratio = np.where(defined, last / np.where(defined, previous, 1.0), 1.0)
     z = np.exp((ratio - ratio.max()) / temperature)
     return len(ratio) * z / z.sum()

@@ -23,7 +23,9 @@ class RandomLossWeighting(LossWeighting):
     z ~ N(0, I_T);  w = softmax(z);  L = sum_t w_t * L_t
     ```
     New weights are drawn at every training step; evaluation reuses the last
-    drawn weights (uniform 1/T before the first step).
+    drawn weights (uniform 1/T before the first step). The sampler's state is
+    a weight of the layer (`sampler_state`): saved models and backups
+    continue the same stream.
 
     Args:
         seed: int or None. Seed of the weight sampler. Defaults to `None`.
@@ -38,14 +40,30 @@ class RandomLossWeighting(LossWeighting):
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build_state(self, num_tasks):
         self.task_weights.assign(ops.full((num_tasks,), 1.0 / num_tasks))
+        # A SeedGenerator's state is not among the variables a layer saves:
+        # its `[seed, draws]` becomes a weight of this layer instead, so that
+        # backups (BackupAndRestore) and `.keras` files carry it and a resumed
+        # or reloaded model continues the same stream. Untracked, so that the
+        # state is not listed twice.
+        generator = keras.random.SeedGenerator(self.seed)
+        initial = keras.ops.convert_to_numpy(generator.state)
+        generator.state = self.add_weight(
+            shape=(2,),
+            dtype=generator.state.dtype,
+            initializer=keras.initializers.Constant(initial.tolist()),
+            trainable=False,
+            name="sampler_state",
+            # Every replica draws the same weights.
+            aggregation="only_first_replica",
+        )
+        object.__setattr__(self, "_sampler", generator)
 
     def combine(self, losses, present, training=False):
         if training:
-            z = keras.random.normal(ops.shape(losses), seed=self.seed_generator)
+            z = keras.random.normal(ops.shape(losses), seed=self._sampler)
             weights = ops.softmax(z)
         else:
             weights = ops.cast(self.task_weights, "float32")
