@@ -14,7 +14,7 @@ import kerasmtl as mtl
 import zoo
 from harness import assert_finite_logs
 from kerasmtl.data import tagging as tagging_data
-from kerasmtl.layers.text import CharacterEncoder
+from kerasmtl.layers.text import CharacterEncoder, WordDropout
 from zoo.training import load_training_data
 
 SIZES = {
@@ -273,3 +273,25 @@ def test_ud_ewt_uner_recipe():
     assert len(data.model_kwargs["pos_tags"]) == 17
     assert data.model_kwargs["ner_tags"] == [
         "O", "B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER"]
+
+
+def test_word_dropout_replaces_known_words_in_training_only(tmp_path):
+    ids = tf.constant(np.tile(np.arange(10, dtype="int64"), (200, 1)))
+    layer = WordDropout(0.3, seed=0)
+    np.testing.assert_array_equal(layer(ids).numpy(), ids.numpy())
+    dropped = layer(ids, training=True).numpy()
+    kept_ids = dropped[:, :2]
+    np.testing.assert_array_equal(kept_ids, ids.numpy()[:, :2])  # padding, OOV
+    changed = dropped[:, 2:] != ids.numpy()[:, 2:]
+    assert np.all(dropped[:, 2:][changed] == 1)  # replaced by the OOV id
+    assert 0.25 < changed.mean() < 0.35
+    assert WordDropout.from_config(layer.get_config()).rate == 0.3
+    with pytest.raises(ValueError, match=r"`rate`.*\[0, 1\).*rate=1"):
+        WordDropout(1.0)
+    # in a zoo tagger: built, saved and loaded with its config
+    model = zoo.create_model("pos_ner_bilstm_crf", word_dim=8, char_filters=4,
+                             lstm_units=4, word_dropout=0.1)
+    assert model.get_layer("word_dropout").rate == 0.1
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("word_dropout").rate == 0.1

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import kerasmtl as mtl
 from kerasmtl.data import tagging as tagging_data
-from kerasmtl.layers.text import CharacterEncoder, Lowercase
+from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
 from zoo.registry import register_model
 from zoo.training import TrainingData
 
@@ -44,11 +44,13 @@ def _tasks(pos_tags, ner_tags, ner_crf: bool) -> list[mtl.tasks.Task]:
 
 
 def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                    char_filters, dropout):
+                    char_filters, dropout, word_dropout=0.0):
     """Word embedding (lowercased lookup) ++ character CNN; carries the
     padding mask (index 0 = `""`)."""
     words = tagging_data.string_lookup(vocabulary, name="word_lookup")(
         Lowercase(name="lowercase")(tokens))
+    if word_dropout:
+        words = WordDropout(word_dropout, name="word_dropout")(words)
     words = keras.layers.Embedding(len(vocabulary) + 2, word_dim, mask_zero=True,
                                    name="word_embedding")(words)
     chars = CharacterEncoder(char_vocabulary, embedding_dim=char_dim,
@@ -58,14 +60,14 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
 
 
 def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_crf,
-                  word_dim, char_dim, char_filters, dropout):
+                  word_dim, char_dim, char_filters, dropout, word_dropout=0.0):
     """The part both taggers share: `(tokens input, token features, tasks)`."""
     vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
         vocabulary, char_vocabulary, pos_tags, ner_tags)
     tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
     tokens = keras.Input((None,), dtype="string", name="tokens")
     x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                        char_filters, dropout)
+                        char_filters, dropout, word_dropout)
     return tokens, x, tasks
 
 
@@ -145,6 +147,7 @@ def pos_ner_bilstm_crf(
     lstm_units: int = 64,
     lstm_layers: int = 1,
     dropout: float = 0.25,
+    word_dropout: float = 0.0,
     ner_crf: bool = True,
     weighting: mtl.weighting.LossWeighting | None = None,
 ) -> mtl.MultiTaskModel:
@@ -167,6 +170,8 @@ def pos_ner_bilstm_crf(
         lstm_layers: int. Stacked BiLSTM layers. Defaults to `1`.
         dropout: float. Dropout on token features and between layers.
             Defaults to `0.25`.
+        word_dropout: float. Share of known words replaced by the OOV word
+            in training (`kerasmtl.layers.WordDropout`). Defaults to `0.0`.
         ner_crf: bool. CRF (Viterbi) NER head, else per-token softmax.
             Defaults to `True`.
         weighting: loss weighting. Defaults to `Equal()`.
@@ -180,7 +185,7 @@ def pos_ner_bilstm_crf(
     """
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
-                                     dropout)
+                                     dropout, word_dropout)
     for i in range(lstm_layers):
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(lstm_units, return_sequences=True), name=f"bilstm_{i}")(x)
@@ -206,6 +211,7 @@ def pos_ner_transformer(
     ff_dim: int = 128,
     max_length: int = 256,
     dropout: float = 0.1,
+    word_dropout: float = 0.0,
     ner_crf: bool = True,
     weighting: mtl.weighting.LossWeighting | None = None,
 ) -> mtl.MultiTaskModel:
@@ -218,7 +224,7 @@ def pos_ner_transformer(
 
     Args:
         vocabulary, pos_tags, ner_tags, char_vocabulary, tasks, word_dim,
-            char_dim, char_filters, ner_crf, weighting: as for
+            char_dim, char_filters, word_dropout, ner_crf, weighting: as for
             `pos_ner_bilstm_crf`.
         num_layers: int. Encoder blocks. Defaults to `2`.
         num_heads: int. Attention heads. Defaults to `4`.
@@ -243,7 +249,7 @@ def pos_ner_transformer(
         )
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
-                                     dropout)
+                                     dropout, word_dropout)
     x = mtl.layers.PositionEmbedding(max_length, name="position_embedding")(x)
     for i in range(num_layers):
         x = mtl.layers.TransformerEncoderBlock(num_heads, ff_dim, dropout,

@@ -11,7 +11,7 @@ from kerasmtl.layers.instance_masks import instance_id_map
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
 from kerasmtl.layers.position_embedding import PositionEmbedding
 from kerasmtl.layers.task_attention import TaskAttention
-from kerasmtl.layers.text import CharacterEncoder, Lowercase
+from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
 from kerasmtl.layers.transformer_encoder import TransformerEncoderBlock
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "ImageRescaling",
     "LabelAttentionHead",
     "Lowercase",
+    "WordDropout",
     "MultiLabelOutput",
     "PositionEmbedding",
     "TaskAttention",

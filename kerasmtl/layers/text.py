@@ -40,6 +40,65 @@ class Lowercase(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
+class WordDropout(keras.layers.Layer):
+    """Replaces known word ids by the out-of-vocabulary id at random, in
+    training only: the OOV embedding then learns from words in every
+    context, and the model leans on the character features for rare words,
+    as it must at test time (word dropout, Lample et al., NAACL 2016).
+
+    Ids below `first_known_id` (padding 0 and the OOV ids of
+    `kerasmtl.data.tagging.string_lookup`) are kept.
+
+    Args:
+        rate: float in [0, 1). Probability of replacing a known word.
+            Defaults to `0.05`.
+        oov_id: int. The id that replaces a dropped word. Defaults to `1`.
+        first_known_id: int. The smallest id of a vocabulary word. Defaults
+            to `2`.
+        seed: int or None. Defaults to `None`.
+
+    Examples:
+
+    >>> ids = tf.constant([[5, 6, 0], [1, 7, 8]])
+    >>> WordDropout(0.5)(ids).numpy().tolist()  # inference: unchanged
+    [[5, 6, 0], [1, 7, 8]]
+    >>> dropped = WordDropout(0.999, seed=1)(ids, training=True).numpy()
+    >>> dropped.tolist()
+    [[1, 1, 0], [1, 1, 1]]
+    """
+
+    def __init__(self, rate: float = 0.05, oov_id: int = 1, first_known_id: int = 2,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(
+                "Invalid value for argument `rate`. Expected a float in [0, 1). "
+                f"Received: rate={rate}"
+            )
+        self.rate = float(rate)
+        self.oov_id = int(oov_id)
+        self.first_known_id = int(first_known_id)
+        self.seed = seed
+        # A tracked generator: its state is saved with the model.
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        draw = keras.random.uniform(tf.shape(inputs), seed=self.seed_generator)
+        drop = (draw < self.rate) & (inputs >= self.first_known_id)
+        return tf.where(drop, tf.cast(self.oov_id, inputs.dtype), inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "oov_id": self.oov_id,
+                "first_known_id": self.first_known_id, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
 class CharacterEncoder(keras.layers.Layer):
     """Character CNN over each token string: `[batch, time]` strings ->
     `[batch, time, filters]` features.
