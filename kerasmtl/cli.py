@@ -7,6 +7,7 @@
     kerasmtl serve BASE --name N   serve a SavedModel base path over TF Serving's REST API
     kerasmtl zoo list              list the zoo's models
     kerasmtl zoo card NAME         print a zoo model's card
+    kerasmtl zoo presets           list the trained presets (zoo.create_model(NAME, preset=P))
 
 `python -m kerasmtl ...` runs the same. Arguments are parsed before TensorFlow
 is imported: `--help` and argument errors answer at once.
@@ -31,6 +32,10 @@ _WEIGHTINGS = {
     "rlw": "RandomLossWeighting",
     "gls": "GeometricLossStrategy",
 }
+
+# --optimizer choices: Keras optimizer names (`keras.optimizers.get`).
+_OPTIMIZERS = ["adafactor", "adagrad", "adam", "adamax", "adamw", "lion", "nadam",
+               "rmsprop", "sgd"]
 
 # `kerasmtl.serving.server`'s defaults, repeated so that `--help` does not
 # import the server (a test checks they agree).
@@ -72,6 +77,7 @@ is set (TF_CPP_MIN_LOG_LEVEL=0 shows them all).
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -111,8 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export", help="export a saved .keras MultiTaskModel as a TF Serving SavedModel"
     )
-    export.add_argument("model", help="path of a .keras file")
-    export.add_argument("base_path", help="base path; writes BASE_PATH/<version>/")
+    export.add_argument("model", nargs="?", default=None,
+                        help="path of a .keras file (or give --preset)")
+    export.add_argument("base_path", nargs="?", default=None,
+                        help="base path; writes BASE_PATH/<version>/")
+    export.add_argument("--preset", default=None, metavar="P",
+                        help="export this preset (name, path or URL) instead of a "
+                        ".keras file: `kerasmtl export --preset P BASE`")
     export.add_argument("--version", type=int, default=None,
                         help="version number (default: the next one)")
     export.set_defaults(handler=_export)
@@ -127,6 +138,15 @@ def _parser() -> argparse.ArgumentParser:
                        "exported/<model>.keras)")
     train.add_argument("--export-dir", default=None,
                        help="SavedModel base path (default: exported/<model>)")
+    train.add_argument("--preset", default=None, metavar="P",
+                       help="fine-tune from this preset (a name from `kerasmtl zoo "
+                       "presets`, a path, or an http(s)/file URL, optionally ending "
+                       "in #sha256=HEX): layers whose name and weight shapes match "
+                       "start from it, heads of new label or tag sets are rebuilt")
+    train.add_argument("--save-preset", default=None, metavar="DIR",
+                       help="also write the trained model as a preset directory "
+                       "(model.keras + preset.json with this command and the dev "
+                       "figures)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -178,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     zoo_card = zoo_commands.add_parser("card", help="print a model's card")
     zoo_card.add_argument("name")
     zoo_card.set_defaults(handler=_zoo_card)
+    zoo_presets = zoo_commands.add_parser(
+        "presets", help="list the trained presets shipped with the zoo")
+    zoo_presets.set_defaults(handler=_zoo_presets)
     return parser
 
 
@@ -186,10 +209,13 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="the data: 'synthetic' (or 'shapes'), a folder, or "
                         "tfds:NAME; what each model reads is listed below")
-    parser.add_argument("--epochs", type=_positive_int, default=5, metavar="N",
-                        help="default: %(default)s")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
-                        help="default: %(default)s")
+    parser.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                        help="default: the model's recipe's, else 5")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="default: the model's recipe's, else 32")
+    parser.add_argument("--optimizer", default=None, choices=_OPTIMIZERS,
+                        help="a Keras optimizer with its default learning rate "
+                        "(default: the model's recipe's, else adam)")
     parser.add_argument("--dev-fraction", type=_fraction, default=None, metavar="F",
                         help="share of the rows or images held out for dev when the "
                         "data has no dev split of its own (default: the model's "
@@ -232,7 +258,7 @@ def _weighting_factory(name: str | None):
 
 def _recipe_options(args) -> dict:
     return {"epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-            "weighting": _weighting_factory(args.weighting),
+            "optimizer": args.optimizer, "weighting": _weighting_factory(args.weighting),
             "dev_fraction": args.dev_fraction}
 
 
@@ -243,8 +269,20 @@ def _train(args) -> int:
         args.model, args.data, **_recipe_options(args),
         save_path=args.save or os.path.join("exported", f"{args.model}.keras"),
         export_dir=args.export_dir or os.path.join("exported", args.model),
+        preset=args.preset, save_preset=args.save_preset,
+        command=_command_line(args),
     )
     return 0
+
+
+def _command_line(args) -> str:
+    """The command as typed (recorded on a preset's card)."""
+    import shlex
+
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        argv = sys.argv[1:]
+    return shlex.join(["kerasmtl", *argv])
 
 
 def _evaluate(args) -> int:
@@ -281,6 +319,21 @@ def _quickstart(args) -> int:
 
 
 def _export(args) -> int:
+    if args.preset is not None:
+        # `export --preset P BASE`: argparse fills the first free positional.
+        base_path = args.base_path or args.model
+        if base_path is None or (args.model and args.base_path):
+            raise ValueError("With --preset, give only the base path: "
+                             "`kerasmtl export --preset P BASE`.")
+        import zoo
+        from kerasmtl.export import export_saved_model
+
+        model = zoo.load_preset(args.preset)
+        print(export_saved_model(model, base_path, version=args.version))
+        return 0
+    if args.model is None or args.base_path is None:
+        raise ValueError("Give a .keras file and a base path (`kerasmtl export MODEL "
+                         "BASE`), or a preset (`kerasmtl export --preset P BASE`).")
     if not os.path.isfile(args.model):
         raise ValueError(f"No model file at '{args.model}'. Pass a .keras file.")
     import keras
@@ -325,6 +378,23 @@ def _zoo_list(args) -> int:
 
     for name in zoo.list_models():
         print(f"{name:28s} {get_entry(name).summary}")
+    return 0
+
+
+def _zoo_presets(args) -> int:
+    import zoo
+
+    names = zoo.list_presets()
+    if not names:
+        print("No presets shipped yet.")
+    for name in names:
+        card = zoo.get_preset(name).card
+        figures = ", ".join(
+            f"{task} {f['metric']}={f['value']:.4f}"
+            for task, f in card.get("headline", {}).items()) or "no dev figures"
+        size = card.get("size_bytes", 0) / 1e6
+        print(f"{name:28s} {card.get('zoo_model', '?'):20s} {size:5.2f} MB  "
+              f"dev: {figures}  data: {card.get('data', '?')}")
     return 0
 
 

@@ -169,8 +169,8 @@ def test_cnn_data_functions(tmp_path):
         load_training_data("multilabel_cnn", str(tmp_path / "missing"))
 
 
-@pytest.mark.large  # ~25 s: the benchmark script's own imports and training
-def test_benchmark_quick_prints_the_table_and_the_head_comparison():
+@pytest.mark.large  # ~30 s: the benchmark script's own imports, baselines and training
+def test_benchmark_quick_prints_the_baselines_and_the_recipe():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "multilabel.py"), "--quick"],
@@ -178,12 +178,31 @@ def test_benchmark_quick_prints_the_table_and_the_head_comparison():
     out = result.stdout
     assert result.returncode == 0, (out, result.stderr[-3000:])
     assert "== synthetic: 240 train + 60 validation / 100 dev rows" in out, out
-    for row in ("BR logistic regr. C=", "mlp, thr 0.5", "mlp, per-label F1 thr",
-                "mlp label-attn, global F1 thr"):
-        assert any(line.startswith(row) and len(line.split()) >= 4
+    assert "subset acc." in out, out
+    for row in ("BR logistic regr. C=", "BR RBF-SVM (default)", "ML-kNN k=10",
+                "classifier chain (LR)", "mlp (recipe)", "mlp 80%, global F1 thr",
+                "mlp 80%, per-label F1 thr"):
+        assert any(line.startswith(row) and len(line.split()) >= 5
                    for line in out.splitlines()), (row, out)
-    assert "label attention - independent, synthetic: thr 0.5: Hamming " in out, out
+    assert "synthetic: recipe Hamming " in out and "every baseline on both" in out, out
     assert "targets: yeast was not run" in out, out
+
+
+def test_mlp_recipe_and_weight_decay():
+    recipe = zoo.registry.get_entry("multilabel_mlp").recipe
+    assert recipe["epochs"] == 60 and recipe["batch_size"] == 32
+    rate = recipe["optimizer"](10, recipe["epochs"]).get_config()["learning_rate"]
+    assert rate["class_name"] == "CosineDecay" and rate["config"]["decay_steps"] == 600
+    # A dataset of unknown length gets a constant rate, not an error.
+    np.testing.assert_allclose(float(recipe["optimizer"](None, 60).learning_rate), 1e-3)
+    model = zoo.create_model("multilabel_mlp", hidden_units=(4,), weight_decay=0.5)
+    trunk = model.get_layer("trunk_0")
+    trunk.kernel.assign(np.ones((16, 4)))
+    # L2(0.5) on a 16x4 kernel of ones: 0.5 * 64 = 32.
+    np.testing.assert_allclose(float(sum(model.losses)), 32.0, rtol=1e-6)
+    assert not zoo.create_model("multilabel_mlp", hidden_units=(4,), weight_decay=0).losses
+    with pytest.raises(ValueError, match="weight_decay.*Received: weight_decay=-1"):
+        zoo.create_model("multilabel_mlp", weight_decay=-1)
 
 
 def write_mulan_folder(folder, rows=20, split=None):

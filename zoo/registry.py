@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _CARDS = Path(__file__).parent / "cards"
@@ -35,7 +35,18 @@ class ZooEntry:
     # Keras' evaluate cannot stream (box mAP), added to `kerasmtl train`'s and
     # `kerasmtl evaluate`'s dev report; None if none.
     evaluate: Callable | None = None
+    # The model's training defaults (see `register_model`): the settings its
+    # recipe was tuned with, used where `kerasmtl train` is given none.
+    recipe: dict = field(default_factory=dict)
 
+
+# Keys a recipe may hold, with what each must be.
+_RECIPE_KEYS = {
+    "epochs": "an int >= 1",
+    "batch_size": "an int >= 1",
+    "optimizer": "a callable `(steps_per_epoch, epochs) -> keras optimizer`",
+    "model_kwargs": "a dict of factory arguments",
+}
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
@@ -46,10 +57,19 @@ def register_model(
     example_data: Callable | None = None,
     data: Callable | None = None,
     evaluate: Callable | None = None,
+    recipe: dict | None = None,
 ):
     """Registers a factory under its function name; usable with or without
     arguments. `data` is the model's data function (see `zoo.training`);
-    `evaluate` adds data-set metrics to its dev report."""
+    `evaluate` adds data-set metrics to its dev report.
+
+    `recipe` holds the model's training defaults, all optional: `epochs`
+    and `batch_size` (ints), `optimizer` (a callable
+    `(steps_per_epoch, epochs) -> keras.optimizers.Optimizer`, so that a
+    recipe can use a learning-rate schedule; `steps_per_epoch` is None when
+    the data does not know its length) and `model_kwargs` (factory arguments
+    the recipe trains with, e.g. `{"lstm_units": 128}`). `kerasmtl train`
+    uses them where its flags are not given."""
 
     def register(factory: Callable) -> Callable:
         name = factory.__name__
@@ -57,11 +77,35 @@ def register_model(
             raise ValueError(f"A zoo model named '{name}' is already registered.")
         doc = inspect.getdoc(factory) or ""
         _REGISTRY[name] = ZooEntry(
-            name, factory, example_data, doc.split("\n")[0], data, evaluate
+            name, factory, example_data, doc.split("\n")[0], data, evaluate,
+            _checked_recipe(name, recipe),
         )
         return factory
 
     return register(fn) if fn is not None else register
+
+
+def _checked_recipe(name: str, recipe: dict | None) -> dict:
+    recipe = dict(recipe or {})
+    unknown = sorted(set(recipe) - set(_RECIPE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Invalid recipe for zoo model '{name}': unknown keys {unknown}. "
+            f"A recipe may hold {sorted(_RECIPE_KEYS)}."
+        )
+    for key, value in recipe.items():
+        if key in ("epochs", "batch_size"):
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        elif key == "optimizer":
+            valid = callable(value)
+        else:
+            valid = isinstance(value, dict)
+        if not valid:
+            raise ValueError(
+                f"Invalid recipe for zoo model '{name}': `{key}` must be "
+                f"{_RECIPE_KEYS[key]}. Received: {key}={value!r}"
+            )
+    return recipe
 
 
 def list_models() -> list[str]:
@@ -79,9 +123,15 @@ def get_entry(name: str) -> ZooEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **overrides):
-    """Builds the registered model `name`, passing `overrides` to its factory."""
+def create_model(name: str, preset: str | None = None, **overrides):
+    """Builds the registered model `name`, passing `overrides` to its factory.
+
+    With `preset` (a shipped preset's name, a path or a URL; see
+    `zoo.load_preset`), returns that preset's trained model instead, after
+    checking that the preset was made by zoo model `name`."""
     entry = get_entry(name)
+    if preset is not None:
+        return _preset_model(name, preset, overrides)
     params = inspect.signature(entry.factory).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(overrides) - set(params))
@@ -91,6 +141,25 @@ def create_model(name: str, **overrides):
             f"{list(params)}."
         )
     return entry.factory(**overrides)
+
+
+def _preset_model(name: str, preset: str, overrides: dict):
+    from zoo.preset_loader import get_preset
+
+    if overrides:
+        raise ValueError(
+            f"create_model('{name}', preset='{preset}') takes no factory arguments: "
+            f"the preset fixes the architecture. Received: {sorted(overrides)}. To "
+            "change it, fine-tune: `kerasmtl train NAME --preset P --data D`."
+        )
+    found = get_preset(preset)
+    made_by = found.card.get("zoo_model")
+    if made_by is not None and made_by != name:
+        raise ValueError(
+            f"Preset '{preset}' is a '{made_by}' model, not a '{name}' one. Use "
+            f"zoo.create_model('{made_by}', preset='{preset}')."
+        )
+    return found.load()
 
 
 def model_card(name: str) -> str:

@@ -134,7 +134,28 @@ def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
                         kwargs, summary)
 
 
-@register_model(example_data=_example_data, data=_training_data)
+def _cosine_adam(steps_per_epoch, epochs):
+    """Adam, 2e-3 decayed to 1e-4 on a cosine over the run, gradients
+    clipped: measured on UD-EWT dev against a constant 1e-3."""
+    if not steps_per_epoch:
+        return keras.optimizers.Adam(1e-3, clipnorm=5.0)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        2e-3, decay_steps=steps_per_epoch * epochs, alpha=0.05)
+    return keras.optimizers.Adam(schedule, clipnorm=5.0)
+
+
+# The settings of the shipped preset, chosen on UD-EWT dev (model card): a
+# wider BiLSTM and strong regularisation (dropout 0.5, word dropout 0.1),
+# which took dev NER F1 from 63.5 (dropout 0.33, 30 epochs) to 66+.
+BILSTM_RECIPE = {
+    "epochs": 20,
+    "batch_size": 32,
+    "optimizer": _cosine_adam,
+    "model_kwargs": {"lstm_units": 128, "dropout": 0.5, "word_dropout": 0.1},
+}
+
+
+@register_model(example_data=_example_data, data=_training_data, recipe=BILSTM_RECIPE)
 def pos_ner_bilstm_crf(
     vocabulary: Sequence[str] | None = None,
     pos_tags: Sequence[str] | None = None,

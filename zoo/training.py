@@ -8,11 +8,16 @@ into training and dev data plus the factory arguments that depend on the data
 a dev set itself also takes `dev_fraction` (`--dev-fraction`). Both functions here build the model
 as `create_model(name, tasks=..., **data.model_kwargs)`, so a factory must
 accept `tasks` (a subset of its tasks, for single-task baselines).
+
+Epochs, batch size and optimizer not given fall back to the model's
+registered recipe (`register_model(recipe=...)`), then to the global
+defaults below; the log says which was used.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +28,11 @@ import tensorflow as tf
 
 import kerasmtl as mtl
 from zoo.registry import create_model, get_entry
+
+# Used where neither the caller nor the model's recipe says otherwise.
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_OPTIMIZER = "adam"
 
 
 @dataclass
@@ -94,18 +104,85 @@ def _num_examples(data) -> int | None:
     return int(shape[0]) if len(shape) and shape[0] is not None else None
 
 
+@dataclass
+class Settings:
+    """The effective training budget of a run, and where each value came
+    from (`"given"`, `"recipe"` or `"default"`)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: object  # a name, an Optimizer, or `(steps_per_epoch, epochs) -> Optimizer`
+    sources: dict
+
+    def make_optimizer(self, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
+        """A fresh optimizer for a run of `steps_per_epoch` steps per epoch."""
+        if isinstance(self.optimizer, keras.optimizers.Optimizer):
+            return self.optimizer
+        if callable(self.optimizer):
+            optimizer = self.optimizer(steps_per_epoch, self.epochs)
+            if not isinstance(optimizer, keras.optimizers.Optimizer):
+                raise ValueError(
+                    f"The recipe's optimizer function returned {optimizer!r}. It must "
+                    "return a keras.optimizers.Optimizer."
+                )
+            return optimizer
+        return keras.optimizers.get(self.optimizer)
+
+    def describe(self, steps_per_epoch: int | None = None) -> str:
+        optimizer = self.make_optimizer(steps_per_epoch)
+        rate = optimizer.get_config().get("learning_rate")
+        if isinstance(rate, dict):  # a schedule: name it, not its whole config
+            rate = rate.get("class_name", "schedule")
+        elif isinstance(rate, float):
+            rate = f"{rate:g}"
+        return (f"epochs={self.epochs} ({self.sources['epochs']}), "
+                f"batch_size={self.batch_size} ({self.sources['batch_size']}), "
+                f"optimizer={type(optimizer).__name__}(learning_rate={rate}) "
+                f"({self.sources['optimizer']})")
+
+
+def training_settings(name: str, *, epochs: int | None = None,
+                      batch_size: int | None = None, optimizer=None) -> Settings:
+    """Fills the settings not given (None) from zoo model `name`'s recipe,
+    then from the global defaults, and checks them."""
+    recipe = get_entry(name).recipe
+    values, sources = {}, {}
+    for key, given, default in (("epochs", epochs, DEFAULT_EPOCHS),
+                                ("batch_size", batch_size, DEFAULT_BATCH_SIZE),
+                                ("optimizer", optimizer, DEFAULT_OPTIMIZER)):
+        if given is not None:
+            values[key], sources[key] = given, "given"
+        elif key in recipe:
+            values[key], sources[key] = recipe[key], "recipe"
+        else:
+            values[key], sources[key] = default, "default"
+    _check_int("epochs", values["epochs"])
+    _check_int("batch_size", values["batch_size"])
+    return Settings(sources=sources, **values)
+
+
+def _steps_per_epoch(train, batch_size: int) -> int | None:
+    count = _num_examples(train)
+    if count is None or isinstance(train, tf.data.Dataset):
+        return count  # a dataset's batches are its steps
+    return math.ceil(count / batch_size)
+
+
 def train_zoo_model(
     name: str,
     spec: str,
     *,
-    epochs: int = 5,
-    batch_size: int = 32,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
     weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
-    optimizer: str = "adam",
+    optimizer=None,
     dev_fraction: float | None = None,
     save_path: str | None = None,
     export_dir: str | None = None,
+    preset: str | None = None,
+    save_preset: str | None = None,
+    command: str | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> dict:
     """Trains zoo model `name` on `spec`, evaluates on dev, saves and exports.
@@ -114,28 +191,44 @@ def train_zoo_model(
         name: str. A registered zoo model with a data function.
         spec: str. The data specification its data function understands.
         epochs, batch_size, seed, optimizer: the training budget; `seed`
-            also draws the dev split and the shuffle.
+            also draws the dev split and the shuffle. None: the model's
+            recipe's, else 5 epochs, batches of 32 and Adam. `optimizer` is
+            a name, an Optimizer or `(steps_per_epoch, epochs) -> Optimizer`.
         weighting: a zero-argument factory of the loss weighting, or None
             (the model's default).
         dev_fraction: float or None. Share held out for dev when the data has
             no dev split (see `load_training_data`). Defaults to the recipe's.
         save_path: str or None. Where to save the `.keras` model.
         export_dir: str or None. Base path of the SavedModel export.
+        preset: str or None. Fine-tune from this preset (name, path or URL):
+            the model is built for the data, then every layer whose name and
+            weight shapes match the preset's starts from the preset's weights
+            (heads of changed label or tag sets are rebuilt).
+        save_preset: str or None. Write the trained model as a preset
+            directory here, with the dev figures and `command` on its card.
+        command: str or None. The command line recorded on the preset's card.
+            Defaults to the equivalent `kerasmtl train` line.
         print_fn: where the log goes.
 
     Returns:
         `{"model", "report", "history", "export_path", "seconds"}`.
     """
     start = time.perf_counter()
-    _check_int("epochs", epochs)
-    data = load_training_data(name, spec, batch_size=batch_size, seed=seed,
+    settings = training_settings(name, epochs=epochs, batch_size=batch_size,
+                                 optimizer=optimizer)
+    data = load_training_data(name, spec, batch_size=settings.batch_size, seed=seed,
                               dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
+    steps = _steps_per_epoch(data.train, settings.batch_size)
+    print_fn(f"training: {settings.describe(steps)}")
     keras.utils.set_random_seed(seed)
     model = _build(name, data, data.tasks, weighting)
-    model.compile(optimizer=optimizer)
+    if preset is not None:
+        _start_from_preset(name, preset, model, print_fn)
+    model.compile(optimizer=settings.make_optimizer(steps))
     x, y = _split(data.train)
-    history = model.fit(x, y, epochs=epochs, batch_size=None if y is None else batch_size,
+    history = model.fit(x, y, epochs=settings.epochs,
+                        batch_size=None if y is None else settings.batch_size,
                         validation_data=data.dev, verbose=2)
     report = _dev_report(name, model, data.dev)
     print_fn("dev set:")
@@ -146,6 +239,16 @@ def train_zoo_model(
         os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
         model.save(save_path)
         print_fn(f"saved: {save_path}")
+    if save_preset:
+        from zoo.preset_loader import save_preset as write_preset
+
+        if command is None:
+            command = (f"kerasmtl train {name} --data {spec} --epochs {settings.epochs} "
+                       f"--batch-size {settings.batch_size} --seed {seed}")
+        write_preset(model, save_preset, zoo_model=name, data=f"{spec}: {data.summary}",
+                     command=command, dev_figures=report,
+                     example_inputs=_first_rows(data.dev), print_fn=print_fn)
+        print_fn(f"saved preset: {save_preset}")
     export_path = None
     if export_dir:
         export_path = mtl.export.export_saved_model(model, export_dir)
@@ -160,21 +263,26 @@ def compare_zoo_model(
     name: str,
     spec: str,
     *,
-    epochs: int = 5,
-    batch_size: int = 32,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
     weighting: Callable[[], mtl.weighting.LossWeighting] | None = None,
-    optimizer: str = "adam",
+    optimizer=None,
     dev_fraction: float | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> mtl.evaluation.Comparison:
     """Trains zoo model `name` and its single-task baselines (same trunk, data
     and budget), prints the per-task dev report and the Δm table. Each model
-    says when its training starts, and Keras prints one line per epoch."""
-    _check_int("epochs", epochs)
+    says when its training starts, and Keras prints one line per epoch.
+    Settings not given come from the model's recipe (see `train_zoo_model`)."""
+    settings = training_settings(name, epochs=epochs, batch_size=batch_size,
+                                 optimizer=optimizer)
+    epochs, batch_size = settings.epochs, settings.batch_size
     data = load_training_data(name, spec, batch_size=batch_size, seed=seed,
                               dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
+    steps = _steps_per_epoch(data.train, batch_size)
+    print_fn(f"training: {settings.describe(steps)}")
     built = []
 
     def build_fn(tasks):
@@ -190,7 +298,8 @@ def compare_zoo_model(
 
     comparison = mtl.evaluation.compare_with_single_task(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
-        batch_size=batch_size, optimizer=optimizer, seed=seed, verbose=2)
+        batch_size=batch_size, optimizer=settings.make_optimizer(steps), seed=seed,
+        verbose=2)
     print_fn("multi-task model on dev:")
     _add_zoo_metrics(name, comparison.multi_task_model, data.dev, comparison.mtl_report)
     for task_name, metrics in comparison.mtl_report.items():
@@ -200,6 +309,29 @@ def compare_zoo_model(
     print_fn(f"multi-task vs single-task ({epochs} epochs each):")
     print_fn(comparison.table())
     return comparison
+
+
+def _start_from_preset(name: str, preset: str, model, print_fn) -> None:
+    from zoo.preset_loader import get_preset, transfer_weights
+
+    found = get_preset(preset)
+    made_by = found.card.get("zoo_model")
+    if made_by is not None and made_by != name:
+        raise ValueError(
+            f"--preset '{preset}' is a '{made_by}' model; it cannot start a "
+            f"'{name}' one. Pick a preset of '{name}' (`kerasmtl zoo presets`)."
+        )
+    print_fn(f"fine-tuning from preset '{found.name}' ({found.model_path})")
+    transfer_weights(found.load(), model, print_fn=print_fn)
+
+
+def _first_rows(dev, rows: int = 2):
+    """A few dev inputs, kept on a preset's card as its example."""
+    x = _split(dev)[0]
+    if isinstance(x, tf.data.Dataset):
+        x = next(iter(x))
+        x = x[0] if isinstance(x, tuple) else x
+    return tf.nest.map_structure(lambda a: keras.ops.convert_to_numpy(a)[:rows], x)
 
 
 def _dev_report(name: str, model, dev) -> dict:
@@ -219,7 +351,8 @@ def _add_zoo_metrics(name: str, model, dev, report: dict) -> dict:
 def _build(name: str, data: TrainingData, tasks, weighting):
     """The zoo model on `data`'s factory arguments; a weighting only with
     several tasks (for one task it would only rescale the learning rate)."""
-    kwargs = dict(data.model_kwargs, tasks=list(tasks))
+    kwargs = dict(get_entry(name).recipe.get("model_kwargs", {}), **data.model_kwargs,
+                  tasks=list(tasks))
     if weighting is not None and len(tasks) > 1:
         kwargs["weighting"] = weighting()
     return create_model(name, **kwargs)
