@@ -67,3 +67,20 @@ def test_det_seg_card_gives_the_split_the_cli_prints():
     card = (README.parent / "zoo" / "cards" / "det_seg_resnet_fpn.md").read_text()
     recipe = card[card.index("Recipes:"):card.index("## Measured results")]
     assert f"{total - dev} train / {dev} dev" in recipe
+
+
+def test_readme_presets_example_tags_english_with_no_training(tmp_path):
+    # A fresh clone's shipped presets: loaded by name, no training, no network.
+    block = next(b for b in python_blocks() if "preset_card" in b)
+    code = "import os\nos.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n" + block + (
+        "\nprint('POS', [t.decode() for t in out['pos_tags'].numpy()[0]])"
+        "\nprint('NER', [t.decode() for t in out['ner_tags'].numpy()[0]])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the tags the README's comment promises
+    assert "POS ['PROPN', 'PROPN', 'VERB', 'PROPN', 'PUNCT']" in proc.stdout
+    assert "NER ['B-PER', 'I-PER', 'O', 'B-LOC', 'O']" in proc.stdout
