@@ -3,10 +3,14 @@
 from kerasmtl.weighting.aligned_mtl import AlignedMTL
 from kerasmtl.weighting.base import LossWeighting
 from kerasmtl.weighting.cagrad import CAGrad
+from kerasmtl.weighting.conflict_free import ConFIG
+from kerasmtl.weighting.dual_proj import DualProj
 from kerasmtl.weighting.dynamic_weight_average import DynamicWeightAverage
+from kerasmtl.weighting.famo import FAMO
 from kerasmtl.weighting.geometric_loss_strategy import GeometricLossStrategy
 from kerasmtl.weighting.gradient_balancer import GradientBalancer
 from kerasmtl.weighting.gradnorm import GradNorm
+from kerasmtl.weighting.gradvac import GradVac
 from kerasmtl.weighting.imtl import IMTL
 from kerasmtl.weighting.mgda import MGDA
 from kerasmtl.weighting.nash_mtl import NashMTL
@@ -14,6 +18,7 @@ from kerasmtl.weighting.pcgrad import PCGrad
 from kerasmtl.weighting.random_loss_weighting import RandomLossWeighting
 from kerasmtl.weighting.static import Equal, Static
 from kerasmtl.weighting.uncertainty import Uncertainty
+from kerasmtl.weighting.upgrad import UPGrad
 
 __all__ = [
     "LossWeighting",
@@ -31,4 +36,9 @@ __all__ = [
     "IMTL",
     "NashMTL",
     "AlignedMTL",
+    "UPGrad",
+    "DualProj",
+    "ConFIG",
+    "GradVac",
+    "FAMO",
 ]

@@ -56,7 +56,7 @@ class GradientBalancer(LossWeighting):
                 f"{type(self).__name__} cannot balance representation gradients "
                 "(rep_grad=True): its update is defined on the shared parameters. "
                 "Use rep_grad=False, or one of MGDA, PCGrad, IMTL, AlignedMTL, "
-                "GradNorm."
+                "GradNorm, UPGrad, DualProj, ConFIG, GradVac."
             )
         self.rep_grad = bool(rep_grad)
 
