@@ -31,6 +31,7 @@ def run_benchmark(script: str, *args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.large  # ~25 s: kept out of the default suite's budget
 def test_sharing_cost_quick_prints_a_ratio_per_number_of_tasks():
     out = run_benchmark("sharing_cost.py", "--quick")
     assert "tensorflow" in out and "CPUs:" in out, out

@@ -324,6 +324,7 @@ def test_fine_tuning_on_new_labels_keeps_the_trunk_and_rebuilds_the_heads(saved)
                for line in lines)
 
 
+@pytest.mark.large  # ~25 s: kept out of the default suite's budget
 def test_train_from_a_preset_says_what_it_kept(tmp_path):
     lines = []
     first = training.train_zoo_model(
