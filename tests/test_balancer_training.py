@@ -70,8 +70,11 @@ def manual_step(model, balancer):
         lambda: mtl.weighting.PCGrad(),
         lambda: mtl.weighting.MGDA(rep_grad=True),
         lambda: mtl.weighting.NashMTL(),
+        lambda: mtl.weighting.UPGrad(),
+        lambda: mtl.weighting.DualProj(rep_grad=True),
+        lambda: mtl.weighting.ConFIG(),
     ],
-    ids=["pcgrad", "mgda_rep", "nash"],
+    ids=["pcgrad", "mgda_rep", "nash", "upgrad", "dualproj_rep", "config"],
 )
 def test_step_equals_update_by_hand(make):
     model = build(make())

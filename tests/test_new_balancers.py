@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.optimize import minimize, nnls
-from test_balancer_training import X, Y, build, manual_step
+from test_balancer_training import X, Y, build
 
 import kerasmtl as mtl
 from harness import as_json, run_model_saving_test
@@ -147,18 +147,7 @@ def test_too_many_tasks_for_the_exact_solver():
 # -- in the balanced train step -----------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "make",
-    [lambda: UPGrad(), lambda: DualProj(rep_grad=True), lambda: ConFIG()],
-    ids=["upgrad", "dualproj_rep", "config"],
-)
-def test_step_equals_update_by_hand(make):
-    model = build(make())
-    expected = manual_step(model, make())
-    logs = model.train_on_batch(X, Y, return_dict=True)
-    for var in model.trainable_variables:
-        np.testing.assert_allclose(var.numpy(), expected[var.path], atol=1e-5, err_msg=var.path)
-    assert logs["balancer/skipped_steps"] == 0.0
+# The train step's update by hand: in test_balancer_training.py, with the others.
 
 
 @pytest.mark.parametrize("make", NEW)
