@@ -52,7 +52,11 @@ def as_str(tensor):
     return tensor.numpy().astype(str).tolist()
 
 
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", [
+    # ~12 s each: the Transformer one runs with -m large
+    pytest.param(n, marks=pytest.mark.large) if n == "pos_ner_transformer" else n
+    for n in sorted(SIZES)
+])
 def test_builds_from_corpus_vocabularies_and_trains_on_a_tagging_dataset(name):
     train, tags, kwargs = tiny_corpus()
     model = zoo.create_model(name, **kwargs, **SIZES[name])
@@ -80,6 +84,7 @@ def test_builds_from_corpus_vocabularies_and_trains_on_a_tagging_dataset(name):
     assert outputs["ner"].shape == (batch, time, len(tags["ner"]))
 
 
+@pytest.mark.large  # ~16 s
 def test_fit_on_bucketed_batches_raises_no_keras_warning():
     train, tags, kwargs = tiny_corpus()
     dataset = tagging_data.tagging_dataset(train, tags, batch_size=5, shuffle=True,

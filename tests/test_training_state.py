@@ -175,6 +175,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.large  # ~16 s: a two-replica subprocess
 def test_mirrored_random_weights_and_skipped_step():
     result = run_mirrored_script(MIRRORED_SCRIPT)
     rlw = result["rlw"]

@@ -7,8 +7,14 @@ import zoo
 from harness import assert_finite_logs, run_model_saving_test
 from zoo.registry import get_entry
 
+# The Transformer tagger (~20 s) runs with -m large; the BiLSTM tagger keeps
+# the taggers' shared code in the default suite.
+SLOW = {"pos_ner_transformer"}
 
-@pytest.mark.parametrize("name", zoo.list_models())
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.large) if n in SLOW else n for n in zoo.list_models()
+])
 def test_every_registered_model(name, tmp_path):
     entry = get_entry(name)
     assert entry.example_data is not None, f"{name} registers no example_data"
