@@ -496,6 +496,11 @@ def _example(model, inputs) -> dict | None:
             array = np.vectorize(
                 lambda v: v.decode() if isinstance(v, bytes) else str(v),
                 otypes=[str])(array)
+        if array.dtype in (np.float32, np.float16):
+            # The shortest decimal that reads back as the same float32/16
+            # (tolist() would write float64 digits): about half the JSON.
+            return {"dtype": array.dtype.name,
+                    "values": array.astype(str).astype("float64").tolist()}
         return {"dtype": "str" if array.dtype.kind == "U" else array.dtype.name,
                 "values": array.tolist()}
 
