@@ -83,6 +83,21 @@ def list_presets() -> list[str]:
     return sorted(p.parent.name for p in PRESETS_DIR.glob(f"*/{CARD_FILE}"))
 
 
+def get_preset_of(zoo_model: str, preset: str | os.PathLike, *,
+                  given_as: str = "Preset") -> Preset:
+    """`get_preset(preset)`, refused unless zoo model `zoo_model` made it
+    (`given_as` names where the preset came from in the error)."""
+    found = get_preset(preset)
+    made_by = found.card.get("zoo_model")
+    if made_by is not None and made_by != zoo_model:
+        raise ValueError(
+            f"{given_as} '{preset}' is a '{made_by}' model, not a '{zoo_model}' "
+            f"one. Use zoo.create_model('{made_by}', preset=...) for it, or pick a "
+            f"preset of '{zoo_model}' (`kerasmtl zoo presets`)."
+        )
+    return found
+
+
 def get_preset(preset: str | os.PathLike, *, sha256: str | None = None,
                cache_dir: str | None = None) -> Preset:
     """Finds, downloads if needed, and checks a preset.

@@ -144,7 +144,7 @@ def create_model(name: str, preset: str | None = None, **overrides):
 
 
 def _preset_model(name: str, preset: str, overrides: dict):
-    from zoo.preset_loader import get_preset
+    from zoo.preset_loader import get_preset_of
 
     if overrides:
         raise ValueError(
@@ -152,14 +152,7 @@ def _preset_model(name: str, preset: str, overrides: dict):
             f"the preset fixes the architecture. Received: {sorted(overrides)}. To "
             "change it, fine-tune: `kerasmtl train NAME --preset P --data D`."
         )
-    found = get_preset(preset)
-    made_by = found.card.get("zoo_model")
-    if made_by is not None and made_by != name:
-        raise ValueError(
-            f"Preset '{preset}' is a '{made_by}' model, not a '{name}' one. Use "
-            f"zoo.create_model('{made_by}', preset='{preset}')."
-        )
-    return found.load()
+    return get_preset_of(name, preset).load()
 
 
 def model_card(name: str) -> str:

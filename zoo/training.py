@@ -312,15 +312,9 @@ def compare_zoo_model(
 
 
 def _start_from_preset(name: str, preset: str, model, print_fn) -> None:
-    from zoo.preset_loader import get_preset, transfer_weights
+    from zoo.preset_loader import get_preset_of, transfer_weights
 
-    found = get_preset(preset)
-    made_by = found.card.get("zoo_model")
-    if made_by is not None and made_by != name:
-        raise ValueError(
-            f"--preset '{preset}' is a '{made_by}' model; it cannot start a "
-            f"'{name}' one. Pick a preset of '{name}' (`kerasmtl zoo presets`)."
-        )
+    found = get_preset_of(name, preset, given_as="--preset")
     print_fn(f"fine-tuning from preset '{found.name}' ({found.model_path})")
     transfer_weights(found.load(), model, print_fn=print_fn)
 
