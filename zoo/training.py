@@ -35,6 +35,22 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_OPTIMIZER = "adam"
 
 
+def cosine_adam(learning_rate: float, *, alpha: float = 0.0,
+                clipnorm: float | None = None) -> Callable:
+    """A recipe's `optimizer`: `(steps_per_epoch, epochs) -> Adam` on a
+    cosine decay from `learning_rate` to `alpha * learning_rate` over the
+    run; a constant `learning_rate` when the data's length is unknown."""
+
+    def make(steps_per_epoch: int | None, epochs: int) -> keras.optimizers.Optimizer:
+        if not steps_per_epoch:
+            return keras.optimizers.Adam(learning_rate, clipnorm=clipnorm)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=steps_per_epoch * epochs, alpha=alpha)
+        return keras.optimizers.Adam(schedule, clipnorm=clipnorm)
+
+    return make
+
+
 @dataclass
 class TrainingData:
     """What a zoo model's data function returns.

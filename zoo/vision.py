@@ -37,7 +37,7 @@ from kerasmtl.metrics.segmentation import confusion_matrix, iou_from_confusion
 from kerasmtl.tasks.detection import Detection
 from kerasmtl.tasks.segmentation import Segmentation
 from zoo.registry import register_model
-from zoo.training import TrainingData
+from zoo.training import TrainingData, cosine_adam
 
 DETECTION, SEGMENTATION = "detection", "segmentation"
 SHAPES_IMAGE_SIZE = (64, 64)  # the tuned size: shapes stay visible, CPU is quick
@@ -199,19 +199,11 @@ def vision_report(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, flo
 # -- models --------------------------------------------------------------------
 
 
-def _cosine_adam(steps_per_epoch, epochs):
-    """Adam 1e-3 decayed on a cosine to 5% over the run: the card's runs
-    show losses still falling at a constant rate, so the schedule spends
-    the last steps settling rather than stopping mid-descent."""
-    if not steps_per_epoch:
-        return keras.optimizers.Adam(1e-3)
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        1e-3, decay_steps=steps_per_epoch * epochs, alpha=0.05))
-
-
 # Training defaults of `kerasmtl train det_seg_resnet_fpn` (and the nuclei
 # preset): far more steps than the 5-epoch quick run the card measured first.
-VISION_RECIPE = {"epochs": 30, "batch_size": 16, "optimizer": _cosine_adam}
+# Adam 1e-3 on a cosine to 5%: the card's runs show losses still falling at a
+# constant rate, so the last steps settle rather than stop mid-descent.
+VISION_RECIPE = {"epochs": 30, "batch_size": 16, "optimizer": cosine_adam(1e-3, alpha=0.05)}
 
 
 @register_model(example_data=_example, data=vision_data, evaluate=vision_metrics,
