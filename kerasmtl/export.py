@@ -6,10 +6,12 @@ and returns every task's raw output (`species`) and serving post-processing
 (`species_prediction`). The graph holds only TensorFlow ops, so TF Serving (a
 C++ server) and `tf.saved_model.load` without kerasmtl installed can run it.
 
-Image inputs get an adapter: the signature takes uint8 images of any size
-and channel count, converts them to the model's channels, pads them to the
-backbone's size multiple, and crops image-shaped outputs back (see
-`export_saved_model`). Other inputs are passed through unchanged.
+Export only saves: what runs in the signature is owned elsewhere. Image
+inputs go through `kerasmtl.preprocessors.images` (uint8 of any size and
+channel count, converted and padded to the backbone's size multiple); each
+task's `Task.serving_outputs` returns its raw output and post-processing,
+cropped or clipped back to the request's image where the task's outputs are
+image-shaped or in pixels. Other inputs are passed through unchanged.
 
 This module is TensorFlow-specific by design (see DESIGN.md).
 """
@@ -18,22 +20,19 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import numbers
 import os
 import secrets
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from kerasmtl.layers.backbones import ImageRescaling
-from kerasmtl.layers.instance_masks import serving_instance_ids
 from kerasmtl.model import MultiTaskModel
+from kerasmtl.preprocessors import ImageGeometry, input_names, serving_image_inputs
+from kerasmtl.tasks import instance_ids_function
 
 try:
     import fcntl
@@ -74,16 +73,14 @@ def export_saved_model(
     image is converted to the model's channels (grayscale, and gray+alpha, to
     RGB by repeating the gray channel; RGBA to RGB by dropping the alpha
     channel, not by blending), then zero-padded at the bottom and right up to
-    the input's size multiple (32 for `kerasmtl.layers.image_trunk`). Outputs
-    that are image-shaped (their height and width are the padded input's
-    divided by an integer stride, such as a segmentation map or a CenterNet
-    heat map) are cropped back to `ceil(height / stride)` x
-    `ceil(width / stride)` of the original image; which outputs those are is
-    found at export time by running the model on two probe sizes. Since the
-    padding is at the bottom and right, boxes keep the original pixel
-    coordinates; outputs named `...boxes` with a last axis of 4 (xyxy pixels)
-    are clipped to the original image. With several image inputs, outputs
-    are cropped to the first one's size.
+    the input's size multiple (32 for `kerasmtl.layers.image_trunk`). Each
+    task maps its outputs back to the original image in its
+    `Task.serving_outputs` with a `kerasmtl.preprocessors.ImageGeometry`:
+    image-shaped outputs (a segmentation map, a CenterNet heat map: the padded
+    input's size divided by a stride) are cropped to `ceil(height / stride)`
+    x `ceil(width / stride)`, and detection boxes (xyxy pixels, unchanged by
+    the bottom-right padding) are clipped to the image. With several image
+    inputs, outputs map back to the first one's size.
 
     The version directory appears atomically: the SavedModel is written to a
     hidden temporary directory in `path` and renamed into place, so a server
@@ -141,11 +138,15 @@ def export_saved_model(
     path = os.fspath(path)
     explicit = version is not None
     version = _resolve_version(path, version)
-    images = _image_inputs(model, image_inputs)
+    images = serving_image_inputs(model, image_inputs)
     input_specs = _input_specs(model, images)
     serve = _serving_function(model, images)
     if instance_masks:
-        serve = _with_instance_ids(model, serve, instance_min_score)
+        instance_ids = instance_ids_function(model.tasks, model.name, instance_min_score)
+        image_serve = serve
+
+        def serve(*flat_inputs):
+            return instance_ids(image_serve(*flat_inputs))
 
     os.makedirs(path, exist_ok=True)
     _remove_stale_temp_dirs(path)
@@ -282,81 +283,8 @@ def _resolve_version(path: str, version) -> int:
     return version
 
 
-def _input_names(model: MultiTaskModel) -> list[str]:
-    # Callers address a dict-input model by its keys, any other by Input names.
-    if isinstance(model.input, dict):
-        return [str(p[0]) for p, _ in keras.tree.flatten_with_path(model.input)]
-    return [t.name for t in model.inputs]
-
-
-@dataclass(frozen=True)
-class _ImageInput:
-    """An input served as images: where it is among the model's flat inputs,
-    the channels and dtype the model takes, and the size multiple."""
-
-    index: int
-    name: str
-    channels: int | None
-    dtype: str
-    multiple: int
-
-
-def _image_inputs(model: MultiTaskModel, image_inputs) -> list[_ImageInput]:
-    names = _input_names(model)
-    if image_inputs is None:
-        return []
-    multiples = _rescaling_multiples(model)
-    if isinstance(image_inputs, str) and image_inputs == "auto":
-        chosen = [
-            i for i, t in enumerate(model.inputs)
-            if i in multiples or (len(t.shape) == 4 and t.dtype == "uint8")
-        ]
-    else:
-        if isinstance(image_inputs, str) or not all(
-                isinstance(n, str) for n in image_inputs):
-            raise ValueError(
-                "Invalid value for argument `image_inputs` of export_saved_model. "
-                "Expected 'auto', None or a list of input names from "
-                f"{names}. Received: image_inputs={image_inputs!r}"
-            )
-        unknown = sorted(set(image_inputs) - set(names))
-        if unknown:
-            raise ValueError(
-                f"`image_inputs` names {unknown}, which are not inputs of model "
-                f"'{model.name}'; its inputs are {names}."
-            )
-        chosen = [names.index(n) for n in image_inputs]
-    result = []
-    for i in chosen:
-        tensor = model.inputs[i]
-        if len(tensor.shape) != 4:
-            raise ValueError(
-                f"Input '{names[i]}' of model '{model.name}' has shape "
-                f"{tuple(tensor.shape)}; an image input must be (batch, height, "
-                "width, channels)."
-            )
-        result.append(_ImageInput(i, names[i], tensor.shape[-1], str(tensor.dtype),
-                                  multiples.get(i, 1)))
-    return result
-
-
-def _rescaling_multiples(model: MultiTaskModel) -> dict[int, int]:
-    """`{input index: size multiple}` for inputs read by an ImageRescaling."""
-    index = {id(t._keras_history.operation): i for i, t in enumerate(model.inputs)}
-    found = {}
-    for layer in model.layers:
-        if not isinstance(layer, ImageRescaling):
-            continue
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                i = index.get(id(tensor._keras_history.operation))
-                if i is not None:
-                    found[i] = max(found.get(i, 1), layer.size_multiple)
-    return found
-
-
 def _input_specs(model: MultiTaskModel, images=()) -> list[tf.TensorSpec]:
-    names = _input_names(model)
+    names = input_names(model)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(
@@ -369,139 +297,25 @@ def _input_specs(model: MultiTaskModel, images=()) -> list[tf.TensorSpec]:
         for name, t in zip(names, model.inputs, strict=True)
     ]
     for image in images:
-        # Any channel count: the adapter converts to the model's channels.
         shape = model.inputs[image.index].shape
-        specs[image.index] = tf.TensorSpec((None, shape[1], shape[2], None), tf.uint8,
-                                           name=image.name)
+        specs[image.index] = image.spec(shape[1], shape[2])
     return specs
 
 
-def _model_outputs(model: MultiTaskModel, flat_inputs) -> dict:
-    """Raw outputs (under each task's `raw_output_name`) and post-processing."""
-    inputs = keras.tree.pack_sequence_as(model.input, list(flat_inputs))
-    raw = model(inputs, training=False)
-    outputs = {task.raw_output_name: raw[task.name] for task in model.tasks}
-    for key, value in model.postprocess(raw).items():
-        if key in outputs:
-            raise ValueError(
-                f"Serving output '{key}' of model '{model.name}' is both a raw "
-                "output and a post-processing output; rename the task."
-            )
-        outputs[key] = value
-    return outputs
-
-
 def _serving_function(model: MultiTaskModel, images=()):
-    """Returns `serve(*inputs) -> {output_name: tensor}` for the signature."""
-    if not images:
-        return lambda *flat_inputs: _model_outputs(model, flat_inputs)
-    strides = _output_strides(model, images)
+    """Returns `serve(*inputs) -> {output_name: tensor}` for the signature:
+    the image converter, the model, then each task's `serving_outputs`."""
 
     def serve(*flat_inputs):
         flat = list(flat_inputs)
+        geometry = None
         for image in images:
-            x = _convert_channels(flat[image.index], image)
-            if image is images[0]:
-                size = tf.shape(x)[1:3]
-            flat[image.index] = tf.cast(_pad_to_multiple(x, image.multiple), image.dtype)
-        outputs = _model_outputs(model, flat)
-        for key, stride in strides.items():
-            crop = (size + stride - 1) // stride  # ceil(size / stride)
-            outputs[key] = outputs[key][:, : crop[0], : crop[1]]
-        for key, value in outputs.items():
-            if key.endswith("boxes") and value.shape.rank == 3 and value.shape[-1] == 4:
-                height, width = tf.unstack(tf.cast(size, value.dtype))
-                outputs[key] = tf.clip_by_value(
-                    value, 0.0, tf.stack([width, height, width, height]))
-        return outputs
+            converted = image.convert(flat[image.index])
+            if image is images[0]:  # outputs map back to the first image
+                geometry = ImageGeometry(tf.shape(flat[image.index])[1:3],
+                                         tf.shape(converted)[1:3])
+            flat[image.index] = converted
+        inputs = keras.tree.pack_sequence_as(model.input, flat)
+        return model.serving_outputs(model(inputs, training=False), geometry)
 
     return serve
-
-
-def _with_instance_ids(model: MultiTaskModel, serve, min_score: float):
-    """Wraps `serve` to add `instance_ids` from the detection and the
-    segmentation task's post-processed outputs."""
-    kinds = {kind: [t.name for t in model.tasks if t.kind == kind]
-             for kind in ("detection", "segmentation")}
-    if any(len(names) != 1 for names in kinds.values()):
-        raise ValueError(
-            "export_saved_model(instance_masks=True) needs exactly one detection "
-            f"and one segmentation task; model '{model.name}' has detection tasks "
-            f"{kinds['detection']} and segmentation tasks {kinds['segmentation']}."
-            " Export without instance_masks, or build the model with both tasks."
-        )
-    detection, segmentation = kinds["detection"][0], kinds["segmentation"][0]
-
-    def serve_with_instances(*flat_inputs):
-        outputs = serve(*flat_inputs)
-        outputs["instance_ids"] = serving_instance_ids(
-            outputs, detection, segmentation, min_score=min_score
-        )
-        return outputs
-
-    return serve_with_instances
-
-
-def _convert_channels(images, image: _ImageInput):
-    channels = tf.shape(images)[-1]
-    target = image.channels
-    if target not in (1, 3):  # no conversion defined: the count must match
-        return images if target is None else tf.ensure_shape(
-            images, (None, None, None, target))
-    check = tf.debugging.Assert(
-        tf.logical_and(channels >= 1, channels <= 4),
-        [f"Input '{image.name}' takes images with 1 (gray), 2 (gray+alpha), 3 (RGB) "
-         "or 4 (RGBA) channels; received", channels])
-    with tf.control_dependencies([check]):
-        images = tf.identity(images)
-    if target == 3:
-        images = tf.cond(channels < 3,
-                         lambda: tf.tile(images[..., :1], [1, 1, 1, 3]),
-                         lambda: images[..., :3])
-    else:
-        images = tf.cond(
-            channels < 3, lambda: images[..., :1],
-            lambda: tf.cast(tf.round(tf.image.rgb_to_grayscale(
-                tf.cast(images[..., :3], tf.float32))), images.dtype))
-    return tf.ensure_shape(images, (None, None, None, target))
-
-
-def _pad_to_multiple(images, multiple: int):
-    if multiple == 1:
-        return images
-    size = tf.shape(images)[1:3]
-    pad = (multiple - size % multiple) % multiple
-    return tf.pad(images, [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]])
-
-
-def _output_strides(model: MultiTaskModel, images) -> dict[str, int]:
-    """`{output: stride}` for image-shaped outputs: those whose height and width
-    are the input's divided by one integer stride at two probe sizes."""
-    multiple = math.lcm(*(image.multiple for image in images))
-    shapes = []
-    for rows, cols in ((3, 5), (4, 7)):
-        size = (rows * multiple, cols * multiple)
-        flat = [_probe(t) for t in model.inputs]
-        for image in images:
-            flat[image.index] = np.zeros((1, *size, image.channels or 3), image.dtype)
-        outputs = _model_outputs(model, flat)
-        shapes.append((size, {k: tuple(v.shape) for k, v in outputs.items()}))
-    strides = {}
-    (size_a, out_a), (size_b, out_b) = shapes
-    for key, shape_a in out_a.items():
-        shape_b = out_b[key]
-        if len(shape_a) < 3 or 0 in shape_a[1:3] or 0 in shape_b[1:3]:
-            continue
-        ratios = {size_a[0] / shape_a[1], size_a[1] / shape_a[2],
-                  size_b[0] / shape_b[1], size_b[1] / shape_b[2]}
-        if len(ratios) == 1 and float(next(iter(ratios))).is_integer():
-            strides[key] = int(next(iter(ratios)))
-    return strides
-
-
-def _probe(tensor):
-    """A zero batch of one for a non-image input (unknown sizes as 1)."""
-    shape = [1, *(d or 1 for d in tensor.shape[1:])]
-    if tensor.dtype == "string":
-        return tf.fill(shape, "")
-    return tf.zeros(shape, tensor.dtype)

@@ -5,9 +5,11 @@ import keras
 from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.classification import Classification
 from kerasmtl.tasks.detection import Detection
+from kerasmtl.tasks.instances import instance_ids_function
 from kerasmtl.tasks.multilabel import MultiLabel
 from kerasmtl.tasks.regression import Regression
 from kerasmtl.tasks.segmentation import Segmentation
+from kerasmtl.tasks.synthetic_tabular import synthetic_tabular_tasks
 from kerasmtl.tasks.tagging import Tagging
 
 
@@ -34,4 +36,6 @@ __all__ = [
     "Detection",
     "serialize",
     "deserialize",
+    "instance_ids_function",
+    "synthetic_tabular_tasks",
 ]

@@ -343,6 +343,20 @@ class Task:
         SavedModels)."""
         return {}
 
+    def serving_outputs(self, y_pred, geometry=None) -> dict:
+        """What the exported signature returns for this task: the raw output
+        under `raw_output_name` plus `postprocess(y_pred)`.
+
+        Args:
+            y_pred: the task's raw output on the model's (converted) inputs.
+            geometry: a `kerasmtl.preprocessors.ImageGeometry` when the model
+                takes images (padded to a size multiple before it ran), else
+                None. A task whose outputs are image-shaped or in pixels maps
+                them back to the request's image with it (`crop`,
+                `clip_boxes`); other tasks ignore it.
+        """
+        return {self.raw_output_name: y_pred, **self.postprocess(y_pred)}
+
     # -- config ---------------------------------------------------------------
 
     def get_config(self) -> dict:

@@ -403,6 +403,16 @@ class Detection(Task):
         )
         return {self.output_names()[key]: value for key, value in decoded.items()}
 
+    def serving_outputs(self, y_pred, geometry=None):
+        # Decoded on the whole (padded) heat map, as the model saw it; then
+        # the raw heat map is cropped and the boxes clipped to the image.
+        outputs = super().serving_outputs(y_pred, geometry)
+        if geometry is not None:
+            boxes = self.output_names()["boxes"]
+            outputs[self.raw_output_name] = geometry.crop(outputs[self.raw_output_name])
+            outputs[boxes] = geometry.clip_boxes(outputs[boxes])
+        return outputs
+
     # -- config ---------------------------------------------------------------
 
     def get_config(self):

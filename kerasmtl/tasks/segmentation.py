@@ -268,6 +268,13 @@ class Segmentation(Task):
     def postprocess(self, y_pred):
         return {self.name: ops.cast(ops.argmax(y_pred, axis=-1), "int32")}
 
+    def serving_outputs(self, y_pred, geometry=None):
+        outputs = super().serving_outputs(y_pred, geometry)
+        if geometry is None:
+            return outputs
+        # Logits and class map are image-shaped: cropped to the request's image.
+        return {key: geometry.crop(value) for key, value in outputs.items()}
+
     # -- config ---------------------------------------------------------------
 
     def get_config(self):
