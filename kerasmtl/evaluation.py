@@ -70,6 +70,35 @@ def task_report(
     return report
 
 
+def dataset_metrics(model: MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
+    """Each task's data-set-level metrics (`Task.dataset_evaluator`: COCO mAP
+    of a detection task, mIoU of a segmentation task) from one eager pass over
+    `dataset` (nothing is traced or compiled).
+
+    Args:
+        model: a `MultiTaskModel` (compiled or not).
+        dataset: iterable of `(x, {task: labels})` batches, e.g. a
+            `tf.data.Dataset`.
+
+    Returns:
+        `{task: {metric: value}}` for the tasks that have an evaluator.
+    """
+    evaluators = {t.name: t.dataset_evaluator() for t in model.tasks}
+    evaluators = {n: e for n, e in evaluators.items() if e is not None}
+    if not evaluators:
+        return {}
+    for x, y in dataset:
+        predictions = model.postprocess(model(x, training=False))
+        for name, evaluator in evaluators.items():
+            labels = y[name]
+            if isinstance(labels, Mapping):
+                labels = {k: keras.ops.convert_to_numpy(v) for k, v in labels.items()}
+            else:
+                labels = keras.ops.convert_to_numpy(labels)
+            evaluator.update(labels, predictions)
+    return {name: evaluator.result() for name, evaluator in evaluators.items()}
+
+
 def joint_metrics(
     values: Mapping[str, float], weights: Mapping[str, float] | None = None
 ) -> dict[str, float]:

@@ -13,8 +13,8 @@ it has not been measured on the shapes.
 Recipes (`kerasmtl train NAME --data SPEC`): `shapes` (synthetic coloured
 shapes, `kerasmtl.data.synthetic_shapes`), a COCO-format folder, or a
 DSB-2018-style nuclei folder (one folder per image holding `images/` and
-`masks/`). `vision_metrics` scores COCO mAP (`DetectionEvaluator`) and mIoU
-in one eager pass; `vision_report` adds them to `task_report`.
+`masks/`). `vision_metrics` scores COCO mAP and mIoU (each task's
+`dataset_evaluator`) in one eager pass; `vision_report` adds them to `task_report`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 
 import kerasmtl as mtl
 from kerasmtl.data.coco import is_coco_folder, read_coco_folder
@@ -32,10 +31,6 @@ from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_fol
 from kerasmtl.data.shapes import synthetic_shapes
 from kerasmtl.data.vision import vision_dataset
 from kerasmtl.layers.backbones import image_trunk
-from kerasmtl.metrics.detection import DetectionEvaluator
-from kerasmtl.metrics.segmentation import confusion_matrix, iou_from_confusion
-from kerasmtl.tasks.detection import Detection
-from kerasmtl.tasks.segmentation import Segmentation
 from zoo.registry import register_model
 from zoo.training import TrainingData, cosine_adam
 
@@ -66,11 +61,12 @@ def det_seg_tasks(
     seg_classes = num_classes + 1 if seg_classes is None else seg_classes
     top_k = max(100, 2 * max_detections) if top_k is None else top_k
     return [
-        Detection(DETECTION, num_classes, stride=4, max_boxes=max_boxes,
-                  max_detections=max_detections, score_threshold=score_threshold,
-                  head_channels=head_channels, top_k=top_k),
-        Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=4,
-                     head_channels=head_channels),
+        mtl.tasks.Detection(DETECTION, num_classes, stride=4, max_boxes=max_boxes,
+                            max_detections=max_detections,
+                            score_threshold=score_threshold,
+                            head_channels=head_channels, top_k=top_k),
+        mtl.tasks.Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=4,
+                               head_channels=head_channels),
     ]
 
 
@@ -93,7 +89,7 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
 
     Args:
         spec: str. `"shapes"`: `SHAPES_TRAIN` + `SHAPES_DEV` synthetic
-            images of `SHAPES_IMAGE_SIZE`. A folder `kerasmtl.data.coco`
+            images of `SHAPES_IMAGE_SIZE`. A folder `kerasmtl.data.vision.coco`
             recognises (annotations.json + images/, or annotations/
             instances_<split>.json). A folder of `<id>/images/<id>.png` +
             `<id>/masks/*.png` (Kaggle DSB 2018 stage 1).
@@ -149,7 +145,7 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
 
 def vision_metrics(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:
     """COCO mAP of each `Detection` task and mIoU of each `Segmentation` task,
-    from one eager pass over `dataset` (nothing is traced or compiled).
+    from one eager pass over `dataset`: `mtl.evaluation.dataset_metrics`.
 
     Args:
         model: a `MultiTaskModel` (compiled or not).
@@ -161,28 +157,7 @@ def vision_metrics(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, fl
         `"mean_iou"` (classes absent from labels and predictions left out)
         and `"pixel_accuracy"`, over known pixels.
     """
-    detection = {t.name: DetectionEvaluator(prefix=t.name) for t in model.tasks
-                 if isinstance(t, Detection)}
-    segmentation = {t.name: (t, np.zeros((t.num_classes, t.num_classes)))
-                    for t in model.tasks if isinstance(t, Segmentation)}
-    for x, y in dataset:
-        raw = model(x, training=False)
-        predictions = model.postprocess(raw)
-        for name, evaluator in detection.items():
-            evaluator.update({k: np.asarray(v) for k, v in y[name].items()}, predictions)
-        for name, (task, matrix) in segmentation.items():
-            matrix += confusion_matrix(np.asarray(y[name]), np.asarray(predictions[name]),
-                                       task.num_classes, task.ignore_class)
-    report = {}
-    for name, evaluator in detection.items():
-        result = evaluator.result()
-        report[name] = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
-    for name, (_, matrix) in segmentation.items():
-        iou = iou_from_confusion(matrix)
-        report[name] = {
-            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
-            "pixel_accuracy": float(np.trace(matrix) / max(matrix.sum(), 1.0))}
-    return report
+    return mtl.evaluation.dataset_metrics(model, dataset)
 
 
 def vision_report(model: mtl.MultiTaskModel, dataset) -> dict[str, dict[str, float]]:

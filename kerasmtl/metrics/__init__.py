@@ -46,6 +46,7 @@ from kerasmtl.metrics.multilabel_ranking import (
 )
 from kerasmtl.metrics.segmentation import (
     MaskedMeanIoU,
+    SegmentationEvaluator,
     confusion_matrix,
     iou_from_confusion,
     mean_iou,
@@ -60,6 +61,7 @@ from kerasmtl.metrics.sequence_labeling import (
 )
 
 __all__ = [
+    "SegmentationEvaluator",
     "COCO_AREA_RANGES",
     "DetectionEvaluator",
     "MaskedMeanIoU",

@@ -367,6 +367,9 @@ class DetectionEvaluator:
         prefix: str. The `Detection` task's name: the key of its labels in a
             label dict and the prefix of its post-processed outputs. Defaults
             to `"detection"`.
+        keys: sequence of str or None. The entries of `coco_map`'s result
+            that `result()` returns, as floats. Defaults to `None`: all of
+            them, as `coco_map` returns them.
         **kwargs: arguments of `coco_map` (`iou_thresholds`, `max_detections`,
             `area_ranges`).
 
@@ -384,8 +387,9 @@ class DetectionEvaluator:
     1.0
     """
 
-    def __init__(self, prefix: str = "detection", **kwargs):
+    def __init__(self, prefix: str = "detection", keys=None, **kwargs):
         self.prefix = prefix
+        self.keys = None if keys is None else tuple(keys)
         self.kwargs = kwargs
         coco_map([], [], **kwargs)  # checks the arguments now
         self.reset()
@@ -416,6 +420,9 @@ class DetectionEvaluator:
         self._detections.extend(detections)
 
     def result(self) -> dict:
-        return coco_map(
+        result = coco_map(
             self._ground_truth, self._detections, prefix=self.prefix, **self.kwargs
         )
+        if self.keys is None:
+            return result
+        return {key: float(result[key]) for key in self.keys}

@@ -159,6 +159,54 @@ def mean_iou(
     return float(iou[present].mean()) if present.any() else 0.0
 
 
+class SegmentationEvaluator:
+    """Accumulates a confusion matrix over batches; `result()` is the data
+    set's mean IoU and pixel accuracy over known pixels (the data-set-level
+    evaluator of a `Segmentation` task).
+
+    Args:
+        name: str. The task's name: the key of its labels in a label dict and
+            of its class map in `MultiTaskModel.postprocess`'s outputs.
+        num_classes: int. Number of classes.
+        ignore_class: int or None. Label value to leave out. Defaults to `None`.
+
+    Examples:
+
+    >>> evaluator = SegmentationEvaluator("seg", num_classes=2)
+    >>> evaluator.update({"seg": np.array([[0, 1, 1, -1]])},
+    ...                  {"seg": np.array([[0, 1, 0, 1]])})
+    >>> {k: round(v, 4) for k, v in evaluator.result().items()}
+    {'mean_iou': 0.5, 'pixel_accuracy': 0.6667}
+    """
+
+    def __init__(self, name: str, num_classes: int, ignore_class=None):
+        self.name = name
+        self.num_classes = _check_num_classes(num_classes, "SegmentationEvaluator")
+        self.ignore_class = ignore_class
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix = np.zeros((self.num_classes, self.num_classes))
+
+    def update(self, labels, predictions) -> None:
+        """Adds one batch: `labels` (the class map, or a dict holding it under
+        `name`) and `predictions` (`MultiTaskModel.postprocess`'s dict, or the
+        class map)."""
+        if isinstance(labels, dict):
+            labels = labels[self.name]
+        if isinstance(predictions, dict):
+            predictions = predictions[self.name]
+        self.matrix += confusion_matrix(np.asarray(labels), np.asarray(predictions),
+                                        self.num_classes, self.ignore_class)
+
+    def result(self) -> dict[str, float]:
+        iou = iou_from_confusion(self.matrix)
+        return {
+            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+            "pixel_accuracy": float(np.trace(self.matrix) / max(self.matrix.sum(), 1.0)),
+        }
+
+
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class MaskedMeanIoU(keras.metrics.Metric):
     """Streaming mean IoU for semantic segmentation that masks unknown pixels.

@@ -316,6 +316,15 @@ class Task:
             )
         return metric
 
+    def dataset_evaluator(self):
+        """A data-set-level evaluator (e.g. COCO mAP, mIoU over all pixels)
+        that batch metrics cannot compute, or None.
+
+        It has `update(labels, predictions)`, fed batch by batch with the label
+        dict and `MultiTaskModel.postprocess`'s outputs, and `result() ->
+        {metric: float}`. `kerasmtl.evaluation.dataset_metrics` runs them."""
+        return None
+
     def update_metrics(self, metrics, y, y_pred, sample_weight=None) -> None:
         y_true, mask = self.standardize_labels(y)
         weights = _apply_sample_weight(mask, sample_weight)

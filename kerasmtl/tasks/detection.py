@@ -25,6 +25,7 @@ from kerasmtl.layers.detection_decoding import (
     detection_output_names,
 )
 from kerasmtl.losses.detection import CenterNetLoss
+from kerasmtl.metrics.detection import DetectionEvaluator
 from kerasmtl.tasks.base import (
     Task,
     _apply_sample_weight,
@@ -388,6 +389,10 @@ class Detection(Task):
             metric.update_state(values[quantity], sample_weight=weights)
 
     # -- serving --------------------------------------------------------------
+
+    def dataset_evaluator(self):
+        """COCO mAP@[.50:.95] (`map`), `map_50` and `map_75` over the data set."""
+        return DetectionEvaluator(prefix=self.name, keys=("map", "map_50", "map_75"))
 
     def output_names(self) -> dict:
         """Serving output names: `{"boxes", "scores", "classes",

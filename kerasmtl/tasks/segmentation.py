@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf  # graph-only paths: shape assertion, export resize
 from keras import ops
 
-from kerasmtl.metrics.segmentation import MaskedMeanIoU
+from kerasmtl.metrics.segmentation import MaskedMeanIoU, SegmentationEvaluator
 from kerasmtl.tasks.base import Task, _fmt_shape, ids_or_missing
 
 
@@ -264,6 +264,11 @@ class Segmentation(Task):
         super().update_metrics(metrics, y, y_pred, sample_weight)
 
     # -- serving --------------------------------------------------------------
+
+    def dataset_evaluator(self):
+        """Mean IoU (classes absent from labels and predictions left out) and
+        pixel accuracy over every known pixel of the data set."""
+        return SegmentationEvaluator(self.name, self.num_classes, self.ignore_class)
 
     def postprocess(self, y_pred):
         return {self.name: ops.cast(ops.argmax(y_pred, axis=-1), "int32")}
