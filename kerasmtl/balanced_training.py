@@ -27,6 +27,9 @@ class GradientBalancingMixin:
         a rep-grad balancer, a functional view returning it with the outputs."""
         config = shared_features
         if shared_features is not None and not isinstance(shared_features, dict):
+            # Keras has no public "which layer made this tensor"; the
+            # functional graph's record is `_keras_history` (private API,
+            # guarded by the rep_grad tests in tests/test_balancer_training.py).
             history = getattr(shared_features, "_keras_history", None)
             if history is None:
                 raise ValueError(
@@ -47,6 +50,9 @@ class GradientBalancingMixin:
                 "Build the model with mtl.sharing.hard_sharing, or pass "
                 "MultiTaskModel(..., shared_features=<the trunk's output tensor>)."
             )
+        # `_nodes_by_depth`, `_inputs_struct`, `_outputs_struct`: the
+        # functional graph, private in Keras (same guard as above); a public
+        # route would rebuild the graph from get_config.
         nodes = [
             node
             for depth_nodes in self._nodes_by_depth.values()

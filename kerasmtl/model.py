@@ -112,8 +112,10 @@ class MultiTaskModel(GradientBalancingMixin, keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         # === Multi-task state ===
-        # Plain tuple, set around Keras' attribute tracker: tasks are specs,
-        # bound to this model's layers where their kind needs them.
+        # Plain tuple, set around Keras' attribute tracker (which would wrap
+        # it and track the tasks as state): tasks are specs, bound to this
+        # model's layers where their kind needs them. The same holds for the
+        # other object.__setattr__ calls of this class: plain Python state.
         object.__setattr__(self, "_tasks", tuple(t.bind(self) for t in tasks))
         if isinstance(weighting, dict):
             weighting = keras.saving.deserialize_keras_object(weighting)
@@ -519,7 +521,8 @@ class MultiTaskModel(GradientBalancingMixin, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Keras' public from_config cannot pass extra constructor arguments to
-        # a functional subclass; this is the function it uses internally.
+        # a functional subclass; this is the function it uses internally
+        # (private API; guarded by the .keras round trips in tests/test_model.py).
         from keras.src.models.functional import functional_from_config
 
         config = dict(config)
