@@ -74,9 +74,9 @@ from bench_common import limit_threads, percent  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
-from kerasmtl.data.nuclei import read_instance_mask_folder  # noqa: E402
-from kerasmtl.data.vision import vision_dataset  # noqa: E402
-from kerasmtl.data.vision_augment import VisionAugment  # noqa: E402
+from kerasmtl.data.vision.augment import VisionAugment  # noqa: E402
+from kerasmtl.data.vision.nuclei import read_instance_mask_folder  # noqa: E402
+from kerasmtl.data.vision.pipeline import vision_dataset  # noqa: E402
 from kerasmtl.layers.instance_masks import serving_instance_ids  # noqa: E402
 from kerasmtl.metrics.detection import coco_map  # noqa: E402
 from kerasmtl.metrics.instance import mean_dsb2018_score  # noqa: E402

@@ -47,7 +47,7 @@ from bench_common import median_step_seconds, percent  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
-from kerasmtl.data import tagging as tagging_data  # noqa: E402
+from kerasmtl.data import text as tagging_data  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "ud_ewt_uner"
 BOUNDARIES = [8, 16, 24, 32, 48, 64]

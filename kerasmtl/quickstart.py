@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
 from kerasmtl.evaluation import compare_with_single_task
 from kerasmtl.export import export_saved_model
+from kerasmtl.tasks import synthetic_tabular_tasks
 
 
 def run_quickstart(

@@ -112,7 +112,8 @@ MIRRORED_PRELUDE = textwrap.dedent(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     import kerasmtl as mtl
-    from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+    from kerasmtl.data import synthetic_tabular
+    from kerasmtl.tasks import synthetic_tabular_tasks
 
     x, y = synthetic_tabular(16, missing_rate=0.2, seed=0)
     y["size"][:8] = np.nan      # replica 0's shard has no size label at all

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasmtl.data.arff import (
+from kerasmtl.data.tabular.arff import read_arff
+from kerasmtl.data.tabular.mulan import (
     load_mulan,
     load_mulan_benchmark,
-    read_arff,
     read_mulan_labels,
 )
 

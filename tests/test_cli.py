@@ -16,7 +16,8 @@ from test_multilabel_zoo import write_mulan_folder
 import zoo
 from harness import tiny_model
 from kerasmtl import cli
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
+from kerasmtl.tasks import synthetic_tabular_tasks
 from zoo.registry import get_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from kerasmtl.data.coco import (
+from kerasmtl.data.vision.coco import (
     decode_rle_string,
     find_coco_files,
     is_coco_folder,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from kerasmtl.data.conll import (
+from kerasmtl.data.text.container import merge_corpora
+from kerasmtl.data.text.readers import (
     load_ud_ewt_uner,
     read_conllu,
     read_iob,
     read_joined_tsv,
     read_uner,
 )
-from kerasmtl.data.tagging import merge_corpora
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud_ewt_uner"
 

@@ -11,13 +11,14 @@ import tensorflow as tf
 import kerasmtl as mtl
 from harness import tiny_model
 from kerasmtl import evaluation
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
 from kerasmtl.evaluation import (
     compare_with_single_task,
     delta_m,
     joint_metrics,
     task_report,
 )
+from kerasmtl.tasks import synthetic_tabular_tasks
 
 TASK_NAMES = ["species", "size", "tags"]
 

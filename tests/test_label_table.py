@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasmtl.data.label_table import (
+from kerasmtl.data.tabular.container import (
     MultiLabelData,
     image_folder_with_labels,
     read_label_csv,
 )
+from kerasmtl.tasks.multilabel import MultiLabel
 
 
 def write(tmp_path, name, text):
@@ -79,7 +80,7 @@ def test_multilabel_data_dataset_select_and_checks():
     assert part.ids == ["t", "p"] and part.labels.tolist() == [[0, 0], [1, 0]]
     assert data.select(data.labels[:, 0] == 1).ids == ["p", "r"]
     assert data.label_cardinality() == pytest.approx(4 / 5)  # 1 + 1 + 2 + 0 + 0
-    task = data.make_task(threshold=0.4)
+    task = MultiLabel.from_data(data, threshold=0.4)
     assert (task.name, task.num_labels, task.threshold) == ("tags", 2, 0.4)
     with pytest.raises(ValueError, match=r"labels must be 1 \(present\), 0 \(absent\) "
                        r"or -1 \(unknown\); found \[2\]"):

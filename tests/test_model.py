@@ -15,7 +15,8 @@ from harness import (
     run_model_saving_test,
     tiny_model,
 )
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
+from kerasmtl.tasks import synthetic_tabular_tasks
 
 
 def test_issue_contract(tmp_path):

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_folder
-from kerasmtl.data.vision import vision_dataset
+from kerasmtl.data.vision.nuclei import (
+    is_instance_mask_folder,
+    read_instance_mask_folder,
+)
+from kerasmtl.data.vision.pipeline import vision_dataset
 
 DSB = Path("/work/shared/data/dsb2018_nuclei")
 

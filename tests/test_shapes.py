@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from kerasmtl.data.shapes import _footprint, synthetic_shapes
+from kerasmtl.data.vision.synthetic import _footprint, synthetic_shapes
 
 
 def _tight_box(pixels):

@@ -6,7 +6,8 @@ import pytest
 
 import kerasmtl as mtl
 from harness import assert_finite_logs, run_model_saving_test
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
+from kerasmtl.tasks import synthetic_tabular_tasks
 
 
 def tower(inputs):

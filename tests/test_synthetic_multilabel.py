@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from harness import assert_finite_logs, tiny_model
-from kerasmtl.data.synthetic_multilabel import (
+from kerasmtl.data.tabular.synthetic_multilabel import (
     synthetic_multilabel,
     synthetic_multilabel_rules,
 )
+from kerasmtl.tasks.multilabel import MultiLabel
 
 
 def test_deterministic_by_seed_and_shapes():
@@ -75,7 +76,7 @@ def test_features_predict_labels():
 
 def test_trains_a_multitask_model():
     data = synthetic_multilabel(64, num_features=8, num_labels=4, missing_rate=0.2)
-    model = tiny_model([data.make_task()], num_features=8)
+    model = tiny_model([MultiLabel.from_data(data)], num_features=8)
     model.compile(optimizer="adam")
     history = model.fit(data.to_dataset(batch_size=32), epochs=2, verbose=0, shuffle=False)
     assert_finite_logs(history)

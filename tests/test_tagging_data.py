@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasmtl.data.synthetic_tagging import (
+from kerasmtl.data.text.container import (
+    TaggedCorpus,
+    concatenate_corpora,
+    merge_corpora,
+)
+from kerasmtl.data.text.pipeline import encode_tags, tagging_dataset, to_arrays
+from kerasmtl.data.text.synthetic import (
     synthetic_tag_vocabularies,
     synthetic_tagged_corpus,
 )
-from kerasmtl.data.tagging import (
-    TaggedCorpus,
+from kerasmtl.data.text.vocabularies import (
     build_char_vocabulary,
     build_vocabulary,
-    concatenate_corpora,
-    encode_tags,
-    merge_corpora,
     string_lookup,
     tag_vocabularies,
     tag_vocabulary,
-    tagging_dataset,
-    to_arrays,
 )
 
 TAGS = {"pos": ["DET", "NOUN", "VERB"], "ner": ["O", "B-PER"]}

@@ -13,7 +13,7 @@ import tensorflow as tf
 import kerasmtl as mtl
 import zoo
 from harness import assert_finite_logs
-from kerasmtl.data import tagging as tagging_data
+from kerasmtl.data import text as tagging_data
 from kerasmtl.layers.text import CharacterEncoder, WordDropout
 from zoo.training import load_training_data
 

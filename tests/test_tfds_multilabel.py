@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder
 
-from kerasmtl.data.tfds_multilabel import (
+from kerasmtl.data.tabular.tfds import (
     CELEB_A_ATTRIBUTES,
     VOC_LABELS,
     load_celeb_a_attributes,

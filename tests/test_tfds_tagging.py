@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kerasmtl.data.tfds_tagging import (
+from kerasmtl.data.text.tfds import (
     load_conll2003,
     load_tfds_tagged,
     load_universal_dependencies,

@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kerasmtl.data.tfds_multilabel import VOC_LABELS
-from kerasmtl.data.tfds_vision import (
+from kerasmtl.data.tabular.tfds import VOC_LABELS
+from kerasmtl.data.vision.augment import VisionAugment
+from kerasmtl.data.vision.tfds import (
     load_tfds_coco,
     load_tfds_oxford_iiit_pet,
     load_tfds_voc,
 )
-from kerasmtl.data.vision_augment import VisionAugment
 
 
 def hand_made(examples):

@@ -9,7 +9,8 @@ import pytest
 
 import kerasmtl as mtl
 from harness import run_mirrored_script, tiny_model
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
+from kerasmtl.tasks import synthetic_tabular_tasks
 
 EPOCHS = 4
 

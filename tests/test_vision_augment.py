@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kerasmtl.data.shapes import synthetic_shapes
-from kerasmtl.data.vision_augment import VisionAugment, crop_example, finalize_boxes
+from kerasmtl.data.vision.augment import VisionAugment, crop_example, finalize_boxes
+from kerasmtl.data.vision.synthetic import synthetic_shapes
 
 
 def _tight_box(pixels):

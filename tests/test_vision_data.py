@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from kerasmtl.data.vision import VisionData, vision_dataset
-from kerasmtl.data.vision_augment import VisionAugment
+from kerasmtl.data.vision.augment import VisionAugment
+from kerasmtl.data.vision.container import VisionData
+from kerasmtl.data.vision.pipeline import vision_dataset
 
 
 def _image(height=64, width=64, value=0):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kerasmtl.data.tfds_multilabel import VOC_LABELS
-from kerasmtl.data.voc import read_voc, voc_palette
+from kerasmtl.data.tabular.tfds import VOC_LABELS
+from kerasmtl.data.vision.voc import read_voc, voc_palette
 
 SIZES = {"2007_000001": (32, 48), "2007_000002": (40, 32), "2007_000003": (32, 32)}
 

@@ -11,7 +11,8 @@ from harness import (
     run_weighting_test,
     tiny_model,
 )
-from kerasmtl.data import synthetic_tabular, synthetic_tabular_tasks
+from kerasmtl.data import synthetic_tabular
+from kerasmtl.tasks import synthetic_tabular_tasks
 from kerasmtl.weighting import (
     DynamicWeightAverage,
     Equal,

@@ -24,7 +24,7 @@ def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
         )
     train = mtl.data.synthetic_tabular(1500, seed=seed)
     dev = mtl.data.synthetic_tabular(1000, seed=seed + 10_000)
-    return TrainingData(train, dev, mtl.data.synthetic_tabular_tasks(),
+    return TrainingData(train, dev, mtl.tasks.synthetic_tabular_tasks(),
                         {"num_features": train[0].shape[1]},
                         "synthetic tabular data, 1500 train / 1000 dev rows")
 
@@ -53,7 +53,7 @@ def tabular_mtl_mlp(
     >>> create_model("tabular_mtl_mlp", hidden_units=(8,)).task_names
     ['species', 'size', 'tags']
     """
-    tasks = list(tasks) if tasks is not None else mtl.data.synthetic_tabular_tasks()
+    tasks = list(tasks) if tasks is not None else mtl.tasks.synthetic_tabular_tasks()
     inputs = keras.Input((num_features,), name="features")
     x = inputs
     for i, units in enumerate(hidden_units):

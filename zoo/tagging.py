@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 import kerasmtl as mtl
-from kerasmtl.data import tagging as tagging_data
+from kerasmtl.data import text as tagging_data
 from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
 from zoo.registry import register_model
 from zoo.training import TrainingData, cosine_adam
@@ -102,7 +102,7 @@ def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
                 "tfds:conll2003 (POS + NER on the same sentences), prepared "
                 "beforehand with `tfds build conll2003` (no downloads at run time)."
             )
-        from kerasmtl.data import tfds_tagging
+        from kerasmtl.data.text import tfds as tfds_tagging
 
         train, _ = tfds_tagging.load_conll2003("train")
         dev, _ = tfds_tagging.load_conll2003("dev")

@@ -26,10 +26,13 @@ from pathlib import Path
 import keras
 
 import kerasmtl as mtl
-from kerasmtl.data.coco import is_coco_folder, read_coco_folder
-from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_folder
-from kerasmtl.data.shapes import synthetic_shapes
-from kerasmtl.data.vision import vision_dataset
+from kerasmtl.data.vision.coco import is_coco_folder, read_coco_folder
+from kerasmtl.data.vision.nuclei import (
+    is_instance_mask_folder,
+    read_instance_mask_folder,
+)
+from kerasmtl.data.vision.pipeline import vision_dataset
+from kerasmtl.data.vision.synthetic import synthetic_shapes
 from kerasmtl.layers.backbones import image_trunk
 from zoo.registry import register_model
 from zoo.training import TrainingData, cosine_adam

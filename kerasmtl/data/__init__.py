@@ -1,56 +1,67 @@
 """Data sources yielding `(features, {task_name: labels})`; missing labels are
 marked (-1 / NaN), never dropped.
 
-tensorflow-datasets loaders live in `kerasmtl.data.tfds_tagging`,
-`kerasmtl.data.tfds_multilabel` and `kerasmtl.data.tfds_vision` (they import
-tfds when called).
+Sources are grouped by domain: `kerasmtl.data.text` (tagged corpora),
+`kerasmtl.data.vision` (images with boxes and masks) and
+`kerasmtl.data.tabular` (multi-label and multi-task tables); splitting and
+mixing data sets stay here. The tensorflow-datasets loaders live in
+`kerasmtl.data.text.tfds`, `kerasmtl.data.tabular.tfds` and
+`kerasmtl.data.vision.tfds` (they import tfds when called).
+
+Data never imports tasks: the tasks that fit the synthetic tabular labels are
+`mtl.tasks.synthetic_tabular_tasks()`, and a multi-label task for a
+`MultiLabelData` is `mtl.tasks.MultiLabel.from_data(data)`.
 """
 
-from kerasmtl.data.arff import (
+from kerasmtl.data.dynamic_sampling import DynamicSampling
+from kerasmtl.data.mixing import mix, padding_values
+from kerasmtl.data.tabular.arff import read_arff
+from kerasmtl.data.tabular.container import (
+    MultiLabelData,
+    image_folder_with_labels,
+    read_label_csv,
+)
+from kerasmtl.data.tabular.mulan import (
     load_mulan,
     load_mulan_benchmark,
-    read_arff,
     read_mulan_labels,
 )
-from kerasmtl.data.coco import is_coco_folder, read_coco, read_coco_folder
-from kerasmtl.data.conll import (
+from kerasmtl.data.tabular.synthetic import synthetic_tabular
+from kerasmtl.data.tabular.synthetic_multilabel import synthetic_multilabel
+from kerasmtl.data.text.container import (
+    TaggedCorpus,
+    concatenate_corpora,
+    merge_corpora,
+)
+from kerasmtl.data.text.pipeline import encode_tags, tagging_dataset, to_arrays
+from kerasmtl.data.text.readers import (
     load_ud_ewt_uner,
     read_conllu,
     read_iob,
     read_joined_tsv,
     read_uner,
 )
-from kerasmtl.data.dynamic_sampling import DynamicSampling
-from kerasmtl.data.label_table import (
-    MultiLabelData,
-    image_folder_with_labels,
-    read_label_csv,
-)
-from kerasmtl.data.mixing import mix, padding_values
-from kerasmtl.data.nuclei import is_instance_mask_folder, read_instance_mask_folder
-from kerasmtl.data.shapes import synthetic_shapes
-from kerasmtl.data.synthetic_multilabel import synthetic_multilabel
-from kerasmtl.data.synthetic_tabular import synthetic_tabular, synthetic_tabular_tasks
-from kerasmtl.data.synthetic_tagging import (
+from kerasmtl.data.text.synthetic import (
     synthetic_tag_vocabularies,
     synthetic_tagged_corpus,
 )
-from kerasmtl.data.tagging import (
-    TaggedCorpus,
+from kerasmtl.data.text.vocabularies import (
     build_char_vocabulary,
     build_vocabulary,
-    concatenate_corpora,
-    encode_tags,
-    merge_corpora,
     string_lookup,
     tag_vocabularies,
     tag_vocabulary,
-    tagging_dataset,
-    to_arrays,
 )
-from kerasmtl.data.vision import VisionData, vision_dataset
-from kerasmtl.data.vision_augment import VisionAugment
-from kerasmtl.data.voc import read_voc
+from kerasmtl.data.vision.augment import VisionAugment
+from kerasmtl.data.vision.coco import is_coco_folder, read_coco, read_coco_folder
+from kerasmtl.data.vision.container import VisionData
+from kerasmtl.data.vision.nuclei import (
+    is_instance_mask_folder,
+    read_instance_mask_folder,
+)
+from kerasmtl.data.vision.pipeline import vision_dataset
+from kerasmtl.data.vision.synthetic import synthetic_shapes
+from kerasmtl.data.vision.voc import read_voc
 
 __all__ = [
     "DynamicSampling",
@@ -87,7 +98,6 @@ __all__ = [
     "string_lookup",
     "synthetic_multilabel",
     "synthetic_tabular",
-    "synthetic_tabular_tasks",
     "synthetic_tag_vocabularies",
     "synthetic_tagged_corpus",
     "tag_vocabularies",

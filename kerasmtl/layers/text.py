@@ -47,7 +47,7 @@ class WordDropout(keras.layers.Layer):
     as it must at test time (word dropout, Lample et al., NAACL 2016).
 
     Ids below `first_known_id` (padding 0 and the OOV ids of
-    `kerasmtl.data.tagging.string_lookup`) are kept.
+    `kerasmtl.data.text.vocabularies.string_lookup`) are kept.
 
     Args:
         rate: float in [0, 1). Probability of replacing a known word.
@@ -113,7 +113,7 @@ class CharacterEncoder(keras.layers.Layer):
 
     Args:
         vocabulary: list of single-character str (e.g. from
-            `kerasmtl.data.tagging.build_char_vocabulary`).
+            `kerasmtl.data.text.vocabularies.build_char_vocabulary`).
         embedding_dim: int. Character embedding size. Defaults to `16`.
         filters: int. Output features per token. Defaults to `32`.
         kernel_size: int. Convolution width in characters. Defaults to `3`.

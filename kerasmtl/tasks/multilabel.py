@@ -187,6 +187,36 @@ class MultiLabel(Task):
                 ) from error
         self._output_layer = None  # set on the copy returned by bind()
 
+    @classmethod
+    def from_data(cls, data, **kwargs) -> MultiLabel:
+        """A task that fits `data`: named `data.task_name`, with
+        `data.num_labels` labels.
+
+        Args:
+            data: `kerasmtl.data.MultiLabelData` (e.g. from `load_mulan`,
+                `read_label_csv` or `synthetic_multilabel`), or any object
+                with `task_name` and `num_labels`.
+            **kwargs: the other arguments of `MultiLabel` (`threshold`,
+                `loss`, `head`, ...).
+
+        Examples:
+
+        >>> from kerasmtl.data import synthetic_multilabel
+        >>> data = synthetic_multilabel(10, num_labels=4)
+        >>> task = MultiLabel.from_data(data, threshold=0.4)
+        >>> task.name, task.num_labels
+        ('labels', 4)
+        """
+        missing = [a for a in ("task_name", "num_labels") if not hasattr(data, a)]
+        if missing:
+            raise ValueError(
+                f"MultiLabel.from_data() expects a MultiLabelData (with `task_name` "
+                f"and `num_labels`). Received: {type(data).__name__}, which lacks "
+                f"{missing}. Build one with a reader of kerasmtl.data (e.g. "
+                "load_mulan, read_label_csv), or call MultiLabel(name, num_labels=...)."
+            )
+        return cls(data.task_name, num_labels=data.num_labels, **kwargs)
+
     # -- head -----------------------------------------------------------------
 
     @property

@@ -6,7 +6,7 @@ sinusoidal stripes (random direction, period and strength) plus pixel noise
 over the whole image, shapes included. Labels:
 
 - detection: the tight box of each object's *visible* pixels, in the
-  pixel-edge xyxy convention of `kerasmtl.data.vision` (pixels in columns
+  pixel-edge xyxy convention of `kerasmtl.data.vision.container` (pixels in columns
   `c0..c1` give `x_min = c0`, `x_max = c1 + 1`), class id = position of the
   shape in `classes` (0-based);
 - segmentation: semantic class map with **0 = background and `k + 1` for
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kerasmtl.data.vision import VisionData
+from kerasmtl.data.vision.container import VisionData
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 # Placements tried before an object that would hide too much is left out.

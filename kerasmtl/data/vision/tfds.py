@@ -2,7 +2,7 @@
 COCO and Oxford-IIIT Pet, as `tf.data` pipelines.
 
 Each loader returns `(dataset, info)`. The dataset yields batches in the form
-of `kerasmtl.data.vision.vision_dataset`: `({"image": float32 [B, h, w, 3] in
+of `kerasmtl.data.vision.pipeline.vision_dataset`: `({"image": float32 [B, h, w, 3] in
 0..255}, {detection: {"boxes": float32 [B, M, 4], "classes": int32 [B, M]},
 segmentation: int32 [B, h, w]})`, boxes xyxy in pixels of the returned image
 (tfds stores them as `[ymin, xmin, ymax, xmax]` relative to the image), padded
@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
-from kerasmtl.data.vision_pipeline import (
+from kerasmtl.data.vision.pipeline import (
     augment_and_fit,
     batch_examples,
     check_pipeline_args,

@@ -5,7 +5,7 @@ One example is `(image, boxes, classes, mask)`: image `[H, W, C]` (any
 numeric dtype, 0..255), boxes float32 `[M, 4]` xyxy pixels, classes int32
 `[M]` (-1 = padding row), mask int32 `[H, W]` (a semantic class map, or an
 instance-id map; -1 = ignore). Geometry follows the pixel-edge convention of
-`kerasmtl.data.vision`: a flip maps `x` to `W - x`, so a tight box stays
+`kerasmtl.data.vision.container`: a flip maps `x` to `W - x`, so a tight box stays
 tight. Randomness is stateless (`tf.random.stateless_*`): the same seed gives
 the same augmentation.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-# The backbone's coarsest stride: model inputs must have H and W divisible by it.
-STRIDE = 32
+from kerasmtl.layers.backbones import SIZE_MULTIPLE
+
 # Independent random streams split from one augmentation's seed (seeds[0..6]).
 _NUM_DRAWS = 7
 
@@ -94,13 +94,13 @@ def pad_to_multiple(image, boxes, classes, mask, multiple):
 def fit_example(image, boxes, classes, mask, size, fit="crop", seed=None):
     """Brings one example to its output size (the last step of a pipeline).
 
-    `size=None` pads the bottom/right to a multiple of `STRIDE` (32, the
+    `size=None` pads the bottom/right to a multiple of `SIZE_MULTIPLE` (32, the
     backbone's coarsest stride); else `fit="resize"` resizes to `size` and `fit="crop"`
     crops `size` at random (with `seed`) or centred (`seed=None`), padding
     images smaller than `size`.
     """
     if size is None:
-        return pad_to_multiple(image, boxes, classes, mask, STRIDE)
+        return pad_to_multiple(image, boxes, classes, mask, SIZE_MULTIPLE)
     if fit == "resize":
         return resize_example(image, boxes, classes, mask, size)
     offset = (

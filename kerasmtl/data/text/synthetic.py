@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from kerasmtl.data.tagging import TaggedCorpus
+from kerasmtl.data.text.container import TaggedCorpus
 
 POS_TAGS = [
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "NOUN", "NUM", "PRON",

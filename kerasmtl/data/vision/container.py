@@ -17,7 +17,7 @@ nuclei folders, COCO, VOC). Per image it holds:
   image instead of `N` boolean masks: a 1388x1040 image with 375 nuclei takes
   5.8 MB instead of 541 MB (`instance_mask_stack` gives the `[N, H, W]` form).
 
-`vision_dataset` (in `kerasmtl.data.vision_pipeline`, re-exported here)
+`vision_dataset` (in `kerasmtl.data.vision.pipeline`)
 turns it into batches of `({"image": float32 [B, h, w, 3]
 in 0..255}, {detection: {"boxes": float32 [B, M, 4], "classes": int32 [B, M]},
 segmentation: int32 [B, h, w]})` with `M = max_boxes`: padding rows have class
@@ -34,12 +34,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from kerasmtl.data.splits import split_indices
-
-# The pipeline lives in its own module (it imports nothing from this one);
-# `from kerasmtl.data.vision import vision_dataset, STRIDE` keeps working.
-from kerasmtl.data.vision_pipeline import STRIDE, vision_dataset
-
-__all__ = ["STRIDE", "VisionData", "vision_dataset"]
 
 
 @dataclasses.dataclass(repr=False)

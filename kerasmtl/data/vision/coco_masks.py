@@ -3,7 +3,7 @@ polygons, decoded with numpy (no pycocotools needed).
 
 Polygons are filled by the pixel-centre rule (a pixel is inside when its
 centre is); this agrees with pycocotools up to a few boundary pixels (it snaps
-vertices to a 1/5-pixel grid). `kerasmtl.data.coco` re-exports these functions.
+vertices to a 1/5-pixel grid). `kerasmtl.data.vision.coco` re-exports these functions.
 """
 
 from __future__ import annotations

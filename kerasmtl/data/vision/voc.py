@@ -9,7 +9,7 @@ subset) and `ImageSets/Main|Segmentation/<split>.txt` (image ids).
   background, as the VOC segmentation PNGs have it.
 - Boxes: VOC's `bndbox` counts pixels from 1 with both ends inside the
   object, so `xmin - 1, ymin - 1, xmax, ymax` gives xyxy pixel-edge
-  coordinates (`kerasmtl.data.vision`'s convention; tfds' VOC divides the raw
+  coordinates (`kerasmtl.data.vision.container`'s convention; tfds' VOC divides the raw
   values by the size instead, a one-pixel difference at the top-left).
 - `difficult` objects are kept by default, flagged in
   `metadata["difficult"]` (`{image id: bool array aligned with its boxes}`,
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from kerasmtl.boxes import clip_boxes
-from kerasmtl.data.tfds_multilabel import VOC_LABELS
-from kerasmtl.data.vision import VisionData
+from kerasmtl.data.tabular.tfds import VOC_LABELS
+from kerasmtl.data.vision.container import VisionData
 
 # Mask value of VOC's object boundaries and hard pixels ("void").
 VOC_VOID = 255

@@ -15,18 +15,19 @@ import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
 from kerasmtl.boxes import missing_detection_label, pad_boxes
-from kerasmtl.data.vision_augment import (
-    STRIDE,
+from kerasmtl.data.vision.augment import (
     VisionAugment,
     finalize_boxes,
     fit_example,
     is_missing,
 )
+from kerasmtl.data.vision.container import VisionData
+from kerasmtl.layers.backbones import SIZE_MULTIPLE
 
 
 def check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segmentation):
     """Raises a ValueError for a bad argument shared by `vision_dataset` and
-    the tfds loaders of `kerasmtl.data.tfds_vision`."""
+    the tfds loaders of `kerasmtl.data.vision.tfds`."""
     for name, value in (("batch_size", batch_size), ("max_boxes", max_boxes)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(
@@ -39,10 +40,12 @@ def check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segme
             f"Received: fit={fit!r}"
         )
     if image_size is not None:
-        if len(image_size) != 2 or any(int(s) < 1 or int(s) % STRIDE for s in image_size):
+        if len(image_size) != 2 or any(
+            int(s) < 1 or int(s) % SIZE_MULTIPLE for s in image_size
+        ):
             raise ValueError(
                 "Invalid value for argument `image_size`. Expected None or "
-                f"(height, width), both positive multiples of {STRIDE} (the "
+                f"(height, width), both positive multiples of {SIZE_MULTIPLE} (the "
                 f"backbone's coarsest stride). Received: image_size={image_size!r}"
             )
     if detection is None and segmentation is None:
@@ -52,8 +55,6 @@ def check_pipeline_args(batch_size, max_boxes, image_size, fit, detection, segme
 
 
 def _check_data(data, max_boxes):
-    from kerasmtl.data.vision import VisionData  # here: vision.py imports us
-
     if not isinstance(data, VisionData):
         raise ValueError(
             f"Expected a VisionData. Received: {type(data).__name__}. Build one "

@@ -9,13 +9,12 @@ the features, so a shared trunk can learn them once from all tasks' labels:
 
 with labels missing at random (per example, and per element for `tags`) to
 exercise masking. Used by the quickstart, the tests and the benchmarks.
+The tasks that fit these labels are `mtl.tasks.synthetic_tabular_tasks()`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from kerasmtl.tasks import Classification, MultiLabel, Regression
 
 
 def synthetic_tabular(
@@ -76,11 +75,3 @@ def synthetic_tabular(
     tags[rng.random(tags.shape) < missing_rate] = -1
     return x, {"species": species, "size": size, "tags": tags}
 
-
-def synthetic_tabular_tasks() -> list:
-    """The tasks that fit `synthetic_tabular` labels."""
-    return [
-        Classification("species", num_classes=3),
-        Regression("size"),
-        MultiLabel("tags", num_labels=5),
-    ]

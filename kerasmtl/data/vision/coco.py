@@ -14,7 +14,7 @@ A COCO annotation file is JSON with `images` (`id`, `file_name`, `width`,
 - masks: a semantic class map per image, `category index + 1` on an object's
   pixels and `0` (background) elsewhere, rasterised from polygons and from
   RLE (uncompressed `counts` lists and compressed strings, decoded by
-  `kerasmtl.data.coco_masks`; no pycocotools needed). Where objects overlap the **smaller object wins** (the
+  `kerasmtl.data.vision.coco_masks`; no pycocotools needed). Where objects overlap the **smaller object wins** (the
   one in front, usually: a cup on a table), ties go to the later annotation.
   An annotation with no segmentation marks its box (clipped to the image)
   `-1` (ignored) where no other object is, so it is never taught as
@@ -51,13 +51,13 @@ from pathlib import Path
 import numpy as np
 
 from kerasmtl.boxes import clip_boxes, convert_format
-from kerasmtl.data.coco_masks import (  # noqa: F401  (re-exported)
+from kerasmtl.data.vision.coco_masks import (  # noqa: F401  (re-exported)
     decode_rle_string,
     polygons_to_mask,
     rle_to_mask,
     segmentation_to_mask,
 )
-from kerasmtl.data.vision import VisionData
+from kerasmtl.data.vision.container import VisionData
 
 
 def is_coco_folder(path: str | os.PathLike) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasmtl.data.label_table import MultiLabelData
+from kerasmtl.data.tabular.container import MultiLabelData
 
 _LATENT_DIM = 4
 

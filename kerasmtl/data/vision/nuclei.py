@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kerasmtl.data.vision import VisionData
+from kerasmtl.data.vision.container import VisionData
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from kerasmtl.data.tagging import TaggedCorpus, tag_vocabulary
+from kerasmtl.data.text.container import TaggedCorpus
+from kerasmtl.data.text.vocabularies import tag_vocabulary
 
 # UD's `upos` for multi-word token lines (`don't` over `do` + `n't`), which
 # tfds keeps in the word sequence.

@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerasmtl.tasks.multilabel import MultiLabel
-
 # Label cell text -> value. Empty and "?" (ARFF's missing marker) are unknown,
 # because a blank cell in a spreadsheet means "not annotated", not "absent".
 _LABEL_VALUES = {
@@ -139,11 +137,6 @@ class MultiLabelData:
     def label_cardinality(self) -> float:
         """Mean number of present labels per row (unknown labels count as absent)."""
         return float((self.labels == 1).sum(axis=1).mean()) if len(self) else 0.0
-
-    def make_task(self, **kwargs) -> MultiLabel:
-        """A `MultiLabel` task named `task_name` with `num_labels` labels;
-        `kwargs` go to `MultiLabel`."""
-        return MultiLabel(self.task_name, num_labels=self.num_labels, **kwargs)
 
     def to_dataset(
         self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None
