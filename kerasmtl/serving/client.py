@@ -4,7 +4,9 @@ Talks to `kerasmtl serve` or to `tensorflow/serving` alike. It needs only the
 standard library (`http.client`), numpy and orjson (through the codec): inputs
 go out in the columnar format, outputs come back as numpy arrays with the
 dtypes the model's metadata gives. Proxy settings in the environment are not
-used.
+used. With `protocol="grpc"` it calls TF Serving's gRPC API instead (through
+`grpc_client`, which needs `tensorflow-serving-api` and loads TensorFlow) and
+returns the same values.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Client:
         signature_name: str or None. The signature to call. Defaults to
             `None`: `"serving_default"`.
         timeout: float. Seconds to wait for each answer. Defaults to `30.0`.
+        protocol: str. `"rest"`, or `"grpc"` for TF Serving's gRPC API
+            (`url` is then `"host:port"`, e.g. `"127.0.0.1:8500"`). Defaults to
+            `"rest"`.
 
     Raises `ServingError` (a `ValueError`, with `status_code`) when the server
     answers with an error, and `ConnectionError` when it cannot be reached.
@@ -41,6 +46,8 @@ class Client:
     client.status()["model_version_status"][0]["state"]    # 'AVAILABLE'
     outputs = client.predict({"features": np.zeros((2, 8), "float32")})
     outputs["species_prediction"]                            # array([1, 1], dtype=int32)
+    grpc_client = Client("127.0.0.1:8500", "quickstart", protocol="grpc")
+    grpc_client.predict({"features": np.zeros((2, 8), "float32")})  # the same
     ```
     """
 
@@ -51,8 +58,23 @@ class Client:
         version: int | None = None,
         signature_name: str | None = None,
         timeout: float = 30.0,
+        protocol: str = "rest",
     ):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if protocol not in ("rest", "grpc"):
+            raise ValueError(
+                "Invalid value for argument `protocol`. Expected 'rest' or 'grpc'. "
+                f"Received: protocol={protocol!r}"
+            )
+        if protocol == "grpc" and (
+            not isinstance(url, str) or "://" in url or ":" not in url.strip("[]")
+        ):
+            raise ValueError(
+                "Invalid value for argument `url`. With protocol='grpc', expected "
+                f"'host:port' such as '127.0.0.1:8500'. Received: url={url!r}"
+            )
+        if protocol == "rest" and (
+            not isinstance(url, str) or not url.startswith(("http://", "https://"))
+        ):
             raise ValueError(
                 f"Invalid value for argument `url`. Expected an http:// or https:// "
                 f"URL such as 'http://127.0.0.1:8501'. Received: url={url!r}"
@@ -74,7 +96,18 @@ class Client:
         self.version = version
         self.signature_name = signature_name
         self.timeout = float(timeout)
+        self.protocol = protocol
         self._output_dtypes: dict[str, str] | None = None
+        self._grpc = None
+        if protocol == "grpc":
+            from kerasmtl.serving.grpc_client import GrpcChannel
+
+            self._grpc = GrpcChannel(url, name, version, signature_name, self.timeout)
+
+    def close(self) -> None:
+        """Closes the gRPC channel (REST opens a connection per request)."""
+        if self._grpc is not None:
+            self._grpc.close()
 
     @property
     def model_url(self) -> str:
@@ -83,10 +116,14 @@ class Client:
 
     def status(self) -> dict:
         """The model's status: `{"model_version_status": [...]}`."""
+        if self._grpc is not None:
+            return self._grpc.status()
         return self._request(self.model_url)
 
     def metadata(self) -> dict:
         """The model's metadata: `{"model_spec": ..., "metadata": ...}`."""
+        if self._grpc is not None:
+            return self._grpc.metadata()
         return self._request(f"{self.model_url}/metadata")
 
     def predict(self, inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
@@ -101,6 +138,8 @@ class Client:
             dict mapping each output name to a numpy array of the output's
             dtype; string outputs hold `bytes`, as TensorFlow returns them.
         """
+        if self._grpc is not None:
+            return self._grpc.predict(inputs)
         if isinstance(inputs, Mapping):
             encoded = {str(k): codec.to_json_value(np.asarray(v)) for k, v in inputs.items()}
         else:

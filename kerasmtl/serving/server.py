@@ -179,6 +179,7 @@ def serve(
     header_timeout: float = ConnectionLimits.header_timeout,
     body_timeout: float = ConnectionLimits.body_timeout,
     keep_alive_timeout: float = ConnectionLimits.keep_alive_timeout,
+    grpc_port: int | None = None,
 ) -> None:
     """Serves the model under `base_path` until interrupted (Ctrl-C).
 
@@ -204,6 +205,11 @@ def serve(
             after its headers; then 408. Defaults to `60.0`.
         keep_alive_timeout: float. Seconds an idle connection stays open.
             Defaults to `5.0`.
+        grpc_port: int or None. Also serve TF Serving's gRPC API
+            (`kerasmtl.serving.grpc_server`) on this port, from the same model
+            manager; `max_body_bytes` is then also the gRPC message limit and
+            `max_requests` also caps gRPC calls at once. Defaults to `None`:
+            REST only.
     """
     limits = ConnectionLimits(max_connections, header_timeout, body_timeout,
                               keep_alive_timeout)
@@ -214,7 +220,20 @@ def serve(
     app = create_app(base_path, name, max_body_bytes, poll_seconds, max_requests)
     server = uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
                                            log_level=log_level))
-    server.run()
+    if grpc_port is None:
+        server.run()
+        return
+    # grpcio is imported only when gRPC is asked for.
+    from kerasmtl.serving.grpc_server import create_grpc_server
+
+    grpc_server, bound = create_grpc_server(
+        app.state.manager, host, grpc_port, max_body_bytes, max_requests)
+    grpc_server.start()
+    logger.info("gRPC server (TF Serving's PredictionService) on %s:%d", host, bound)
+    try:
+        server.run()  # uvicorn's lifespan starts and stops the version watcher
+    finally:
+        grpc_server.stop(grace=5).wait(10)
 
 
 def uvicorn_config(app, limits: ConnectionLimits, **kwargs) -> uvicorn.Config:
