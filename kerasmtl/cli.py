@@ -5,6 +5,7 @@
     kerasmtl train NAME --data D   train a zoo model on data D, evaluate on dev, export
     kerasmtl evaluate NAME --data D  per-task dev report and Δm vs single-task models
     kerasmtl serve BASE --name N   serve a SavedModel base path over TF Serving's REST API
+                                   (and its gRPC API with --grpc-port 8500)
     kerasmtl zoo list              list the zoo's models
     kerasmtl zoo card NAME         print a zoo model's card
     kerasmtl zoo presets           list the trained presets (zoo.create_model(NAME, preset=P))
@@ -23,15 +24,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-# --weighting choices: names of `kerasmtl.weighting` classes, looked up after
-# parsing (importing them loads TensorFlow).
-_WEIGHTINGS = {
-    "equal": "Equal",
-    "uncertainty": "Uncertainty",
-    "dwa": "DynamicWeightAverage",
-    "rlw": "RandomLossWeighting",
-    "gls": "GeometricLossStrategy",
-}
+from kerasmtl import weighting_spec
+
+# --weighting names: every weighting and gradient balancer `kerasmtl.weighting`
+# registers, read from its source (importing the classes loads TensorFlow).
+# quickstart's choices are those that need no argument.
+_WEIGHTINGS = weighting_spec.spellings(bare_only=True)
 
 # --optimizer choices: Keras optimizer names (`keras.optimizers.get`).
 _OPTIMIZERS = ["adafactor", "adagrad", "adam", "adamax", "adamw", "lion", "nadam",
@@ -147,6 +145,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="also write the trained model as a preset directory "
                        "(model.keras + preset.json with this command and the dev "
                        "figures)")
+    train.add_argument("--early-stopping", type=_non_negative_int, default=None,
+                       metavar="PATIENCE",
+                       help="stop when the dev loss (val_loss, all tasks' weighted "
+                       "losses on the dev split) has not improved for PATIENCE epochs, "
+                       "and keep the weights of its best epoch; 0 turns it off "
+                       "(default: the model's recipe's, else off)")
+    train.add_argument("--tensorboard", default=None, metavar="DIR",
+                       help="write TensorBoard logs here: per-task losses, weights "
+                       "and metrics on train and dev, and the learning rate, per epoch")
+    train.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                       help="back up the run after each epoch (DIR/backup: weights, "
+                       "optimizer, epoch) and keep the model with the best dev loss "
+                       "in DIR/best.keras")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run backed up in --checkpoint-dir (same "
+                       "model, data and settings) from its last finished epoch")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -168,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
                               help="model name in URLs: /v1/models/NAME")
     serve_parser.add_argument("--port", type=int, default=_DEFAULT_PORT,
                               help="default: %(default)s")
+    serve_parser.add_argument("--grpc-port", type=int, default=None,
+                              help="also serve TF Serving's gRPC API (PredictionService, "
+                              "ModelService) on this port, e.g. 8500 (default: REST only)")
     serve_parser.add_argument("--host", default="127.0.0.1",
                               help="interface to bind (default: %(default)s, this "
                               "machine only; 0.0.0.0 for all, without authentication)")
@@ -220,8 +237,14 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the rows or images held out for dev when the "
                         "data has no dev split of its own (default: the model's "
                         "recipe's, see below)")
-    parser.add_argument("--weighting", default=None, choices=sorted(_WEIGHTINGS),
-                        help="loss weighting (default: the model's own, equal)")
+    parser.add_argument("--weighting", default=None, type=_weighting_spec,
+                        metavar="NAME[:key=value,...]",
+                        help="loss weighting or gradient balancer, with its "
+                        "constructor arguments (e.g. pcgrad, dwa:temperature=2, "
+                        "famo:learning_rate=0.025; values are Python literals). "
+                        "Names are case-insensitive, CamelCase or snake_case: "
+                        f"{weighting_spec.describe_names()} (default: the model's "
+                        "own, Equal)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the dev split, the shuffle and the weights "
                         "(default: %(default)s)")
@@ -238,6 +261,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {value}")
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -248,12 +281,21 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _weighting_factory(name: str | None):
-    if name is None:
-        return None
-    from kerasmtl import weighting
+def _weighting_spec(text: str) -> str:
+    # The name and syntax are checked here, before TensorFlow loads; the
+    # arguments when the classes are imported (`_weighting_factory`).
+    try:
+        weighting_spec.parse_weighting_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
-    return getattr(weighting, _WEIGHTINGS[name])
+
+def _weighting_factory(spec: str | None):
+    """A zero-argument factory of the weighting `spec` names, or None."""
+    if spec is None:
+        return None
+    return weighting_spec.weighting_factory(spec)
 
 
 def _recipe_options(args) -> dict:
@@ -271,6 +313,8 @@ def _train(args) -> int:
         export_dir=args.export_dir or os.path.join("exported", args.model),
         preset=args.preset, save_preset=args.save_preset,
         command=_command_line(args),
+        early_stopping=args.early_stopping, tensorboard_dir=args.tensorboard,
+        checkpoint_dir=args.checkpoint_dir, resume=args.resume,
     )
     return 0
 
@@ -348,14 +392,19 @@ def _export(args) -> int:
 
 
 def serve(*args, **kwargs):
-    """`kerasmtl.serving.server.serve`, imported when called (it loads
-    TensorFlow and the web stack)."""
+    """`kerasmtl.serving.server.serve` (REST, and gRPC with `grpc_port`),
+    imported when called (it loads TensorFlow and the web stack)."""
     from kerasmtl.serving.server import serve as serve_base_path
 
     return serve_base_path(*args, **kwargs)
 
 
 def _serve(args) -> int:
+    if args.grpc_port is not None and not 0 < args.grpc_port < 65536:
+        raise ValueError(f"--grpc-port {args.grpc_port} is not a TCP port; give one "
+                         "in 1..65535, e.g. 8500")
+    # Only when given, so REST-only calls stay those of `server.serve`.
+    grpc = {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
     serve(
         args.base_path,
         args.name,
@@ -368,6 +417,7 @@ def _serve(args) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
+        **grpc,
     )
     return 0
 

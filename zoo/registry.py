@@ -46,6 +46,7 @@ _RECIPE_KEYS = {
     "batch_size": "an int >= 1",
     "optimizer": "a callable `(steps_per_epoch, epochs) -> keras optimizer`",
     "model_kwargs": "a dict of factory arguments",
+    "early_stopping": "an int >= 0 (patience in epochs on the dev loss; 0: off)",
 }
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -68,8 +69,10 @@ def register_model(
     `(steps_per_epoch, epochs) -> keras.optimizers.Optimizer`, so that a
     recipe can use a learning-rate schedule; `steps_per_epoch` is None when
     the data does not know its length) and `model_kwargs` (factory arguments
-    the recipe trains with, e.g. `{"lstm_units": 128}`). `kerasmtl train`
-    uses them where its flags are not given."""
+    the recipe trains with, e.g. `{"lstm_units": 128}`) and `early_stopping`
+    (patience in epochs on the dev loss, with the best epoch's weights
+    restored; 0: off). `kerasmtl train` uses them where its flags are not
+    given."""
 
     def register(factory: Callable) -> Callable:
         name = factory.__name__
@@ -94,8 +97,9 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
             f"A recipe may hold {sorted(_RECIPE_KEYS)}."
         )
     for key, value in recipe.items():
-        if key in ("epochs", "batch_size"):
-            valid = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if key in ("epochs", "batch_size", "early_stopping"):
+            least = 0 if key == "early_stopping" else 1
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= least
         elif key == "optimizer":
             valid = callable(value)
         else:

@@ -9,9 +9,10 @@ a dev set itself also takes `dev_fraction` (`--dev-fraction`). Both functions he
 as `create_model(name, tasks=..., **data.model_kwargs)`, so a factory must
 accept `tasks` (a subset of its tasks, for single-task baselines).
 
-Epochs, batch size and optimizer not given fall back to the model's
-registered recipe (`register_model(recipe=...)`), then to the global
-defaults below; the log says which was used.
+Epochs, batch size, optimizer and early stopping not given fall back to the
+model's registered recipe (`register_model(recipe=...)`), then to the global
+defaults below; the log says which was used. Early stopping, TensorBoard
+logs and checkpoints (resumable runs) are in `zoo.training_callbacks`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import keras
 import tensorflow as tf
 
 import kerasmtl as mtl
+from zoo import training_callbacks
 from zoo.registry import create_model, get_entry
 
 # Used where neither the caller nor the model's recipe says otherwise.
@@ -129,6 +131,9 @@ class Settings:
     batch_size: int
     optimizer: object  # a name, an Optimizer, or `(steps_per_epoch, epochs) -> Optimizer`
     sources: dict
+    # Patience in epochs on the dev loss (0: off), and where it came from.
+    early_stopping: int = 0
+    early_stopping_source: str = "default"
 
     def make_optimizer(self, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
         """A fresh optimizer for a run of `steps_per_epoch` steps per epoch."""
@@ -154,13 +159,17 @@ class Settings:
         return (f"epochs={self.epochs} ({self.sources['epochs']}), "
                 f"batch_size={self.batch_size} ({self.sources['batch_size']}), "
                 f"optimizer={type(optimizer).__name__}(learning_rate={rate}) "
-                f"({self.sources['optimizer']})")
+                f"({self.sources['optimizer']})"
+                + (f", early_stopping={self.early_stopping} on "
+                   f"{training_callbacks.MONITOR} ({self.early_stopping_source})"
+                   if self.early_stopping else ""))
 
 
 def training_settings(name: str, *, epochs: int | None = None,
-                      batch_size: int | None = None, optimizer=None) -> Settings:
+                      batch_size: int | None = None, optimizer=None,
+                      early_stopping: int | None = None) -> Settings:
     """Fills the settings not given (None) from zoo model `name`'s recipe,
-    then from the global defaults, and checks them."""
+    then from the global defaults (early stopping: off), and checks them."""
     recipe = get_entry(name).recipe
     values, sources = {}, {}
     for key, given, default in (("epochs", epochs, DEFAULT_EPOCHS),
@@ -174,7 +183,15 @@ def training_settings(name: str, *, epochs: int | None = None,
             values[key], sources[key] = default, "default"
     _check_int("epochs", values["epochs"])
     _check_int("batch_size", values["batch_size"])
-    return Settings(sources=sources, **values)
+    if early_stopping is not None:
+        patience, patience_source = early_stopping, "given"
+    elif "early_stopping" in recipe:
+        patience, patience_source = recipe["early_stopping"], "recipe"
+    else:
+        patience, patience_source = 0, "default"
+    training_callbacks.check_early_stopping(patience)
+    return Settings(sources=sources, early_stopping=patience,
+                    early_stopping_source=patience_source, **values)
 
 
 def _steps_per_epoch(train, batch_size: int) -> int | None:
@@ -199,6 +216,11 @@ def train_zoo_model(
     preset: str | None = None,
     save_preset: str | None = None,
     command: str | None = None,
+    early_stopping: int | None = None,
+    tensorboard_dir: str | None = None,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    callbacks: list | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> dict:
     """Trains zoo model `name` on `spec`, evaluates on dev, saves and exports.
@@ -224,6 +246,17 @@ def train_zoo_model(
             directory here, with the dev figures and `command` on its card.
         command: str or None. The command line recorded on the preset's card.
             Defaults to the equivalent `kerasmtl train` line.
+        early_stopping: int or None. Stop after this many epochs without a
+            lower dev loss (`val_loss`) and restore the best epoch's weights;
+            0 turns it off. None: the recipe's, else off.
+        tensorboard_dir: str or None. Write TensorBoard logs here (every
+            value `fit` logs, per task, and the learning rate).
+        checkpoint_dir: str or None. Back the run up here after each epoch
+            (`backup/`) and keep the best dev-loss model (`best.keras`);
+            see `zoo.training_callbacks`.
+        resume: bool. Continue the run backed up in `checkpoint_dir` (its
+            settings must match). Defaults to `False`.
+        callbacks: extra Keras callbacks, run after the run's own.
         print_fn: where the log goes.
 
     Returns:
@@ -231,7 +264,8 @@ def train_zoo_model(
     """
     start = time.perf_counter()
     settings = training_settings(name, epochs=epochs, batch_size=batch_size,
-                                 optimizer=optimizer)
+                                 optimizer=optimizer, early_stopping=early_stopping)
+    has_backup = training_callbacks.check_checkpoint_dir(checkpoint_dir, resume=resume)
     data = load_training_data(name, spec, batch_size=settings.batch_size, seed=seed,
                               dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
@@ -242,10 +276,23 @@ def train_zoo_model(
     if preset is not None:
         _start_from_preset(name, preset, model, print_fn)
     model.compile(optimizer=settings.make_optimizer(steps))
+    if checkpoint_dir:
+        record = training_callbacks.run_record(
+            name, spec, model=model, settings=settings, seed=seed,
+            dev_fraction=dev_fraction, preset=preset)
+        training_callbacks.prepare_checkpoint_dir(
+            checkpoint_dir, record, has_backup=has_backup, resume=resume, print_fn=print_fn)
+    run_callbacks = training_callbacks.run_callbacks(
+        early_stopping=settings.early_stopping, tensorboard_dir=tensorboard_dir,
+        checkpoint_dir=checkpoint_dir)
     x, y = _split(data.train)
     history = model.fit(x, y, epochs=settings.epochs,
                         batch_size=None if y is None else settings.batch_size,
-                        validation_data=data.dev, verbose=2)
+                        validation_data=data.dev, verbose=2,
+                        callbacks=run_callbacks + list(callbacks or []))
+    stopping = training_callbacks.early_stopping_summary(run_callbacks, settings.epochs)
+    if stopping:
+        print_fn(stopping)
     report = _dev_report(name, model, data.dev)
     print_fn("dev set:")
     for task_name, metrics in report.items():
