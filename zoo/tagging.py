@@ -136,14 +136,17 @@ def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
 
 # The settings of the shipped preset, chosen on UD-EWT dev (model card): a
 # wider BiLSTM and strong regularisation (dropout 0.5, word dropout 0.1),
-# which took dev NER F1 from 63.5 (dropout 0.33, 30 epochs) to 66+.
+# which took dev NER F1 from 63.5 (dropout 0.33, 30 epochs) to 65.6; then
+# wider word and character features (100-d words, 32-d characters, 64
+# character filters): dev UPOS 93.8 -> 94.5, NER F1 65.6 -> 67.0.
 BILSTM_RECIPE = {
-    "epochs": 20,
+    "epochs": 25,
     "batch_size": 32,
     # Adam 2e-3 to 1e-4 on a cosine, gradients clipped: measured on UD-EWT
     # dev against a constant 1e-3.
     "optimizer": cosine_adam(2e-3, alpha=0.05, clipnorm=5.0),
-    "model_kwargs": {"lstm_units": 128, "dropout": 0.5, "word_dropout": 0.1},
+    "model_kwargs": {"lstm_units": 128, "dropout": 0.5, "word_dropout": 0.1,
+                     "word_dim": 100, "char_dim": 32, "char_filters": 64},
 }
 
 
