@@ -216,6 +216,35 @@ def test_character_encoder_zeroes_and_masks_padding_tokens():
         CharacterEncoder(list("ab"), filters=0)
 
 
+@pytest.mark.parametrize("kernel_size", [2, 3, 5])
+def test_compact_character_encoder_matches_the_full_width_one(kernel_size):
+    # compact=True encodes distinct tokens once over as many character slots
+    # as the longest needs; the features and gradients must be the full-width
+    # layer's: tokens shorter than, one short of, equal to and longer than
+    # max_chars, repeats, padding and unknown characters.
+    kwargs = {"embedding_dim": 4, "filters": 5, "kernel_size": kernel_size, "max_chars": 6}
+    full = CharacterEncoder(list("abcdef"), compact=False, **kwargs)
+    compact = CharacterEncoder(list("abcdef"), **kwargs)
+    full.build((None, None))
+    compact.build((None, None))
+    compact.set_weights(full.get_weights())
+    batches = [
+        [["ab", "", "abcdefab", "a"], ["abcde", "ab", "zz", ""]],
+        [["a", "b"], ["", "a"]],  # short tokens only: 1-2 character slots
+        [["abcdef", "fedcba"], ["abcde", "é"]],
+    ]
+    for batch in batches:
+        tokens = tf.constant(batch)
+        with tf.GradientTape(persistent=True) as tape:
+            a, b = full(tokens), compact(tokens)
+            loss_a, loss_b = tf.reduce_sum(a * a), tf.reduce_sum(b * b)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-6)
+        for ga, gb in zip(tape.gradient(loss_a, full.trainable_weights),
+                          tape.gradient(loss_b, compact.trainable_weights)):
+            np.testing.assert_allclose(tf.convert_to_tensor(gb).numpy(),
+                                       tf.convert_to_tensor(ga).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_synthetic_training_recipe_returns_datasets_and_model_arguments():
     data = load_training_data("pos_ner_bilstm_crf", "synthetic", batch_size=16, seed=0)
     assert "3000 train / 500 dev" in data.summary
