@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 
 from kerasmtl.metrics import multilabel as ml
 from kerasmtl.metrics import multilabel_ranking as mlr
+from kerasmtl.metrics import multilabel_all as mlall
 
 # (seed, shape): few cases, each test loops over its variants (tests are cheap;
 # the per-test session reset is not).
@@ -207,15 +208,15 @@ def test_zero_division_conventions_by_hand():
 
 def test_nothing_known_gives_zero_or_zero_division():
     y, s = -np.ones((3, 2), int), np.full((3, 2), 0.7)
-    report = ml.multilabel_report(y, s)
+    report = mlall.multilabel_report(y, s)
     assert all(value == 0.0 for value in report.values()), report
     assert ml.multilabel_f1(y, s, average="macro", zero_division=1) == 1.0
 
 
 def test_report_has_every_metric_and_matches_functions():
     y, s, w = make_data(5, (7, 5), weighted=True)
-    report = ml.multilabel_report(y, s, threshold=0.4, sample_weight=w)
-    assert set(report) == {m.name for m in ml.multilabel_keras_metrics()}
+    report = mlall.multilabel_report(y, s, threshold=0.4, sample_weight=w)
+    assert set(report) == {m.name for m in mlall.multilabel_keras_metrics()}
     assert len(report) == 19
     close(report["f1_macro"], ml.multilabel_f1(y, s, "macro", 0.4, w))
     close(report["one_error"], mlr.one_error(y, s, w))
@@ -241,8 +242,8 @@ def stream(metric, y, s, w, cuts=(3, 4)):
 def test_keras_metrics_over_batches_equal_functions(seed, shape, unknown, threshold):
     # Scores on a 0.01 grid: exact for the binned macro AP too, and ties.
     y, s, w = make_data(seed, shape, unknown=unknown, weighted=True, grid=100)
-    report = ml.multilabel_report(y, s, threshold=threshold, sample_weight=w)
-    for metric in ml.multilabel_keras_metrics(threshold=threshold):
+    report = mlall.multilabel_report(y, s, threshold=threshold, sample_weight=w)
+    for metric in mlall.multilabel_keras_metrics(threshold=threshold):
         close(stream(metric, y, s, w), report[metric.name], rtol=1e-5)
     metric = ml.MultiLabelF1Score("samples", threshold=threshold, zero_division=1)
     close(stream(metric, y, s, None),
@@ -265,7 +266,7 @@ def run_compiled_evaluate(metrics, jit_compile):
     model.compile(loss="mse", weighted_metrics=metrics, jit_compile=jit_compile)
     logs = model.evaluate(s.astype("float32"), y.astype("float32"), sample_weight=w,
                           batch_size=6, verbose=0, return_dict=True)
-    report = ml.multilabel_report(y, s, sample_weight=w)
+    report = mlall.multilabel_report(y, s, sample_weight=w)
     for metric in metrics:
         close(logs[metric.name], report[metric.name], rtol=1e-5)
 
@@ -279,12 +280,12 @@ def test_keras_metrics_in_compiled_evaluate():
 
 @pytest.mark.large
 def test_all_keras_metrics_in_xla_compiled_evaluate():
-    run_compiled_evaluate(ml.multilabel_keras_metrics(), jit_compile=True)
+    run_compiled_evaluate(mlall.multilabel_keras_metrics(), jit_compile=True)
 
 
 def test_keras_metric_reset_and_config_round_trip():
     y, s, w = make_data(2, (7, 5), unknown=True, weighted=True, grid=100)
-    for metric in ml.multilabel_keras_metrics(threshold=[0.3, 0.4, 0.5, 0.6, 0.7]):
+    for metric in mlall.multilabel_keras_metrics(threshold=[0.3, 0.4, 0.5, 0.6, 0.7]):
         assert metric.masks_unknown_labels  # the contract tasks rely on
         first = stream(metric, y, s, w)
         metric.reset_state()
@@ -311,7 +312,7 @@ def test_keras_confusion_metric_lazy_build_and_label_count_check():
 
 
 ALL_FUNCTIONS = [*KINDS.values(), ml.hamming_loss, ml.subset_accuracy,
-                 *mlr.RANKING_FUNCTIONS.values(), ml.multilabel_report]
+                 *mlr.RANKING_FUNCTIONS.values(), mlall.multilabel_report]
 
 
 def test_function_errors():
@@ -356,7 +357,7 @@ def test_threshold_vector_length_and_argument_errors():
 
 
 def test_keras_metric_errors():
-    for metric in ml.multilabel_keras_metrics():
+    for metric in mlall.multilabel_keras_metrics():
         with pytest.raises(
             ValueError,
             match=rf"'{metric.name}': `y_true` has shape \(2, 3\) and `y_pred` has "

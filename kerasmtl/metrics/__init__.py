@@ -26,10 +26,8 @@ from kerasmtl.metrics.multilabel import (
     hamming_loss,
     multilabel_f1,
     multilabel_jaccard,
-    multilabel_keras_metrics,
     multilabel_precision,
     multilabel_recall,
-    multilabel_report,
     subset_accuracy,
 )
 from kerasmtl.metrics.multilabel_ranking import (
@@ -43,6 +41,10 @@ from kerasmtl.metrics.multilabel_ranking import (
     label_ranking_loss,
     macro_average_precision,
     one_error,
+)
+from kerasmtl.metrics.multilabel_all import (
+    multilabel_keras_metrics,
+    multilabel_report,
 )
 from kerasmtl.metrics.segmentation import (
     MaskedMeanIoU,

@@ -351,7 +351,7 @@ class MultiLabel(Task):
         if isinstance(identifier, str):
             # Every name of kerasmtl.metrics.multilabel_report, e.g. "f1_macro",
             # "hamming_loss", "label_ranking_average_precision".
-            from kerasmtl.metrics.multilabel import multilabel_keras_metrics
+            from kerasmtl.metrics.multilabel_all import multilabel_keras_metrics
 
             known = {m.name: m for m in multilabel_keras_metrics(num_labels=self.num_labels)}
             if identifier in known:
