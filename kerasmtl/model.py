@@ -45,12 +45,13 @@ from kerasmtl.balanced_training import (
     all_reduce_sum,
     replicas_in_sync,
 )
+from kerasmtl.multi_worker import MultiWorkerTrainingMixin
 from kerasmtl.tasks.base import LABEL_CHECK_MARK
 from kerasmtl.weighting import Equal, GradientBalancer, LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class MultiTaskModel(GradientBalancingMixin, keras.Model):
+class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Model):
     """A functional model whose outputs are a dict keyed by task name.
 
     Most users get one from a builder (`kerasmtl.sharing.hard_sharing`,

@@ -1,0 +1,127 @@
+"""`MultiWorkerTrainingMixin`: makes Keras 3's `fit`/`evaluate` run under
+`tf.distribute.MultiWorkerMirroredStrategy` (a mixin of `MultiTaskModel`).
+
+Works around keras-team/keras#20585 (open since TF 2.16 moved to Keras 3;
+checked against keras 3.15 / tensorflow 2.21). Keras' TensorFlow trainer
+(`keras/src/backend/tensorflow/trainer.py`) fails in two places as soon as
+the replicas span more than one worker process:
+
+1. `TensorFlowTrainer._maybe_symbolic_build` takes the first distributed
+   batch and calls `strategy.reduce("MEAN", batch, axis=None)` on the whole
+   `(x, y)` nest, only to learn its shapes and dtypes. `Strategy.reduce` does
+   not take a nest ("TODO(josh11b): support `value` being a nest" in
+   `distribute_lib.py`); MirroredStrategy gets away with it, but
+   `CollectiveAllReduceStrategy._reduce_to` with several workers hands the
+   tuple to `CollectiveAllReduce.reduce`, whose `convert_to_tensor` fails with
+   "Attempt to convert a value (PerReplica:{...}) with an unsupported type".
+   Fix: build from the first local replica's batch (the same per-replica
+   shapes the MEAN would give, and no collective at all).
+2. `reduce_per_replica(..., reduction="mean")`, which reduces what the train
+   and test steps return, calls `strategy.reduce("MEAN", v, axis=0)` for a
+   multi-worker strategy, which fails on the scalar metric results ("Invalid
+   reduction dimension 0 for input with 0 dimensions"). Fix: the step's
+   outputs get a leading axis of length 1, so that this MEAN over axis 0 is
+   the element-wise mean over the replicas (what MirroredStrategy computes).
+   Epoch logs do not depend on it: Keras reads them from the metrics at the
+   end of the epoch (`_get_metrics_result_or_logs`), summed over all workers.
+
+The train step itself (Keras' own, or `_balanced_train_step`) needs no
+change: its all-reduces use the replica context, which spans the workers.
+Remove this mixin when Keras fixes keras-team/keras#20585 (the test
+`tests/test_multi_worker.py` then passes without it).
+
+`ParameterServerStrategy` is refused with a clear error: Keras 3's `fit`
+has no `ClusterCoordinator` path (Keras 2's `fit` scheduled each step as a
+closure on the coordinator), and the gradient balancers need a synchronous
+all-reduce of every task's gradient, which asynchronous parameter-server
+training does not have.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from kerasmtl.autograph import skip_autograph
+
+
+class MultiWorkerTrainingMixin:
+    """Lets `keras.Model.fit`/`evaluate` run under a multi-worker
+    `tf.distribute.MultiWorkerMirroredStrategy` (keras-team/keras#20585).
+
+    Put it before `keras.Model` in the bases. A no-op for every other
+    strategy, except `ParameterServerStrategy`, which it refuses.
+    """
+
+    def fit(self, *args, **kwargs):
+        _check_supported_strategy(self)
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        _check_supported_strategy(self)
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        _check_supported_strategy(self)
+        return super().predict(*args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not spans_workers(self.distribute_strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        strategy = self.distribute_strategy
+        # Keras' own loop (trainer.py): the iterator yields one distributed
+        # iterator per epoch; the caller resets it afterwards.
+        for _, _, distributed_iterator in iterator:
+            batch = next(distributed_iterator)
+            data_batch = tf.nest.map_structure(
+                lambda v: (
+                    strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues)
+                    else v
+                ),
+                batch,
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _make_function(self, step_function):
+        if spans_workers(self.distribute_strategy):
+            step_function = _with_replica_axis(step_function)
+        return super()._make_function(step_function)
+
+
+def spans_workers(strategy: tf.distribute.Strategy) -> bool:
+    """True if `strategy`'s replicas live in more than one worker process."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+    )
+
+
+def _with_replica_axis(step_function):
+    @skip_autograph
+    def step(data):
+        outputs = step_function(data)
+        return tf.nest.map_structure(
+            lambda v: tf.expand_dims(tf.convert_to_tensor(v), 0), outputs
+        )
+
+    return step
+
+
+def _check_supported_strategy(model) -> None:
+    strategy = model.distribute_strategy
+    if isinstance(
+        strategy,
+        (
+            tf.distribute.experimental.ParameterServerStrategy,
+            tf.compat.v1.distribute.experimental.ParameterServerStrategy,
+        ),
+    ):
+        raise ValueError(
+            f"Model '{model.name}' cannot be trained under {type(strategy).__name__}: "
+            "Keras 3's fit/evaluate have no ParameterServerStrategy support (no "
+            "ClusterCoordinator), and kerasmtl's gradient balancers need a "
+            "synchronous all-reduce of every task's gradient. Use "
+            "tf.distribute.MultiWorkerMirroredStrategy (see the README section "
+            "'Training on several machines')."
+        )

@@ -1,0 +1,196 @@
+"""MultiTaskModel under tf.distribute.MultiWorkerMirroredStrategy, two local
+worker processes (TF_CONFIG on 127.0.0.1, collective ops over loopback).
+
+Keras 3's own `fit` fails there (keras-team/keras#20585); kerasmtl's
+`MultiWorkerTrainingMixin` works around it. Each worker trains 4 SGD steps
+(2 epochs of 2 global batches of 16) with a loss weighting and with a gradient
+balancer, the shards holding different numbers of known labels; weights,
+History and `evaluate` must equal the single-device run on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasmtl as mtl
+from kerasmtl.multi_worker import spans_workers
+
+WORKER_SCRIPT = '''
+import json, os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+
+role, out_path = sys.argv[1], sys.argv[2]
+# A multi-worker strategy must exist before TensorFlow runs any op.
+strategy = (tf.distribute.MultiWorkerMirroredStrategy() if role == "worker"
+            else tf.distribute.get_strategy())
+import keras, numpy as np
+import kerasmtl as mtl
+from kerasmtl.data import synthetic_tabular
+
+x, y = synthetic_tabular(32, missing_rate=0.2, seed=0)
+y = {"species": y["species"], "size": y["size"]}
+for start in (0, 16):                         # in each global batch of 16:
+    y["size"][start:start + 8] = np.nan       # worker 0's half: no size label
+    y["species"][start + 8:start + 12] = -1   # worker 1's half: 4 classes missing
+WEIGHTINGS = {"equal": mtl.weighting.Equal,
+              "uncertainty": lambda: mtl.weighting.Uncertainty(init_log_variance=0.3),
+              "pcgrad": lambda: mtl.weighting.PCGrad(seed=3)}
+
+def run(name):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        shared = keras.layers.Dense(4, activation="relu")(inputs)
+        tasks = [mtl.tasks.Classification("species", num_classes=3),
+                 mtl.tasks.Regression("size")]
+        model = mtl.sharing.hard_sharing(
+            inputs, shared, tasks, weighting=WEIGHTINGS[name]())
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    start = model.get_weights()
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    prediction = model.predict(x, batch_size=16, verbose=0)
+    return {
+        "start": [w.tolist() for w in start],
+        "weights": [w.tolist() for w in model.get_weights()],
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "evaluate": {k: float(v) for k, v in logs.items()},
+        "predict": {k: v.tolist() for k, v in prediction.items()},
+    }
+
+result = {name: run(name) for name in WEIGHTINGS}
+result["replicas"] = strategy.num_replicas_in_sync
+with open(out_path, "w") as f:
+    json.dump(result, f)
+'''
+
+TIMEOUT_S = 300
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _run_processes(commands: list[tuple[list[str], dict]], timeout: float) -> list[str]:
+    """Starts all commands at once, waits at most `timeout` seconds in all,
+    kills whatever is left; returns each one's combined output."""
+    procs = [
+        subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for cmd, env in commands
+    ]
+    outputs = []
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs:
+            remaining = max(deadline - time.monotonic(), 1.0)
+            try:
+                outputs.append(proc.communicate(timeout=remaining)[0])
+            except subprocess.TimeoutExpired:
+                outputs.append(f"timed out after {timeout} s")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-3000:]
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("multi_worker")
+    script = tmp / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    base_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base_env.pop("TF_CONFIG", None)
+    commands = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**base_env, "TF_CONFIG": json.dumps(tf_config)}
+        commands.append(
+            ([sys.executable, str(script), "worker", str(tmp / f"worker{index}.json")], env)
+        )
+    commands.append(([sys.executable, str(script), "single", str(tmp / "single.json")], base_env))
+    _run_processes(commands, TIMEOUT_S)
+    return {
+        name: json.loads((tmp / f"{name}.json").read_text())
+        for name in ("worker0", "worker1", "single")
+    }
+
+
+def _max_diff(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "pcgrad"])
+def test_two_workers_equal_single_device(results, weighting):
+    single = results["single"][weighting]
+    assert results["single"]["replicas"] == 1
+    assert _max_diff(single["weights"], single["start"]) > 1e-2  # the steps moved
+    for worker in ("worker0", "worker1"):
+        assert results[worker]["replicas"] == 2
+        got = results[worker][weighting]
+        assert _max_diff(got["start"], single["start"]) == 0.0
+        assert _max_diff(got["weights"], single["weights"]) < 1e-5, worker
+        assert set(got["history"]) == set(single["history"])
+        assert {"loss/species", "loss/size", "weight/size"} <= set(got["history"])
+        for key, values in single["history"].items():
+            np.testing.assert_allclose(got["history"][key], values, atol=1e-5, err_msg=key)
+        for key, value in single["evaluate"].items():
+            np.testing.assert_allclose(got["evaluate"][key], value, atol=1e-5, err_msg=key)
+        for key, value in single["predict"].items():
+            np.testing.assert_allclose(got["predict"][key], value, atol=1e-5, err_msg=key)
+
+
+def _tiny_model():
+    task = mtl.tasks.Regression("y")
+    x = keras.Input((4,))
+    return mtl.MultiTaskModel(x, {"y": task.build_head(x)}, tasks=[task])
+
+
+def test_parameter_server_strategy_is_refused():
+    model = _tiny_model()
+    model.compile(optimizer="sgd")
+    # A real ParameterServerStrategy needs a running cluster; the check only
+    # looks at the type. `_distribute_strategy` is where Keras keeps the
+    # strategy a model was made under (private, read by `distribute_strategy`).
+    strategy = mock.MagicMock(spec=tf.distribute.experimental.ParameterServerStrategy)
+    model._distribute_strategy = strategy
+    x, y = np.zeros((4, 4), "float32"), {"y": np.zeros((4,), "float32")}
+    for call in (
+        lambda: model.fit(x, y, verbose=0),
+        lambda: model.evaluate(x, y, verbose=0),
+        lambda: model.predict(x, verbose=0),
+    ):
+        with pytest.raises(ValueError, match="ParameterServerStrategy.*MultiWorkerMirrored"):
+            call()
+
+
+def test_single_process_strategies_are_not_multi_worker():
+    assert not spans_workers(tf.distribute.get_strategy())
+    assert not spans_workers(tf.distribute.OneDeviceStrategy("/cpu:0"))
