@@ -177,9 +177,19 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the newest version under a SavedModel base path with TF "
         "Serving's REST API (picks up new versions as they appear)",
     )
-    serve_parser.add_argument("base_path", help="base path holding BASE_PATH/<version>/")
-    serve_parser.add_argument("--name", required=True,
-                              help="model name in URLs: /v1/models/NAME")
+    serve_parser.add_argument("base_path", nargs="?", default=None,
+                              help="base path holding BASE_PATH/<version>/ (not with "
+                              "--model-config-file)")
+    serve_parser.add_argument("--name", default=None,
+                              help="model name in URLs: /v1/models/NAME (required "
+                              "with BASE_PATH)")
+    serve_parser.add_argument("--model-config-file", default=None,
+                              help="TF Serving model_config_list text file: several "
+                              "models, version policies and labels (re-read when it "
+                              "changes), instead of BASE_PATH and --name")
+    serve_parser.add_argument("--access-log", action="store_true",
+                              help="log one JSON line per request to stderr "
+                              "(default: off, as TF Serving)")
     serve_parser.add_argument("--port", type=int, default=_DEFAULT_PORT,
                               help="default: %(default)s")
     serve_parser.add_argument("--grpc-port", type=int, default=None,
@@ -403,8 +413,19 @@ def _serve(args) -> int:
     if args.grpc_port is not None and not 0 < args.grpc_port < 65536:
         raise ValueError(f"--grpc-port {args.grpc_port} is not a TCP port; give one "
                          "in 1..65535, e.g. 8500")
+    if args.model_config_file is not None and (args.base_path or args.name):
+        raise ValueError("Give either BASE_PATH --name NAME or --model-config-file "
+                         "FILE, not both.")
+    if args.model_config_file is None and not (args.base_path and args.name):
+        raise ValueError("Give the model's BASE_PATH and --name NAME (or a "
+                         "--model-config-file FILE), e.g. kerasmtl serve "
+                         "exported/quickstart --name quickstart")
     # Only when given, so REST-only calls stay those of `server.serve`.
-    grpc = {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
+    given = {} if args.grpc_port is None else {"grpc_port": args.grpc_port}
+    if args.model_config_file is not None:
+        given["model_config_file"] = args.model_config_file
+    if args.access_log:
+        given["access_log"] = True
     serve(
         args.base_path,
         args.name,
@@ -417,7 +438,7 @@ def _serve(args) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         keep_alive_timeout=args.keep_alive_timeout,
-        **grpc,
+        **given,
     )
     return 0
 

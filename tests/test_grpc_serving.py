@@ -287,8 +287,9 @@ BAD_PREDICTS = [
     (dict(output_filter=["species", "bogus"]), grpc.StatusCode.INVALID_ARGUMENT,
      r"output_filter .* names unknown output\(s\) \['bogus'\]; signature "
      r"'serving_default' has outputs"),
-    (dict(label="stable"), grpc.StatusCode.UNIMPLEMENTED,
-     r"Version labels are not supported yet \(model_spec.version_label='stable'\)"),
+    # Labels come with a --model-config-file (tests/test_serving_production.py).
+    (dict(label="stable"), grpc.StatusCode.NOT_FOUND,
+     r"Unknown version label 'stable' of model tab; it has no version labels"),
 ]
 
 

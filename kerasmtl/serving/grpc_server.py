@@ -3,15 +3,17 @@
 Serves `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`)
 and `tensorflow.serving.ModelService` (`GetModelStatus`) with the official
 protos of `tensorflow-serving-api`, so clients written for TF Serving (its
-`PredictionServiceStub`) work unchanged. Requests go to a `ModelManager`, the
-REST app's own when both run (`server.serve(grpc_port=...)`): the same versions, the
-same version policy (the newest only) and the same hot reload.
+`PredictionServiceStub`) work unchanged. Requests go to a `ServedModels`
+(or one `ModelManager`), the REST app's own when both run
+(`server.serve(grpc_port=...)`): the same models, versions, version policies,
+labels (`model_spec.version_label`) and hot reload. Calls are counted in the
+REST app's `monitoring.Metrics` when one is given.
 
 Errors are TF Serving's status codes, with messages naming the model, the
 input and the shapes: NOT_FOUND (unknown model or version), INVALID_ARGUMENT
 (bad input names, dtypes, shapes, too large inputs, unknown signature or
-output), UNIMPLEMENTED (version labels, `Classify`, `Regress`,
-`MultiInference`), RESOURCE_EXHAUSTED (a message over the limit, or more
+output), NOT_FOUND (an unknown version label, naming the known ones),
+UNIMPLEMENTED (`Classify`, `Regress`, `MultiInference`), RESOURCE_EXHAUSTED (a message over the limit, or more
 than `max_requests` calls at once), INTERNAL (the model failed). The server
 keeps serving after any of them.
 
@@ -38,10 +40,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from kerasmtl.serving import grpc_tensors, server
+from kerasmtl.serving import grpc_tensors, monitoring, server
 from kerasmtl.serving.codec import DEFAULT_SIGNATURE
 from kerasmtl.serving.errors import ServingError
 from kerasmtl.serving.model_manager import LoadedVersion, ModelManager
+from kerasmtl.serving.served_models import ServedModels
 
 logger = logging.getLogger("kerasmtl.serving")
 
@@ -65,19 +68,27 @@ _CODES = {
 
 def _answers_errors(method):
     """Turns a `ServingError` into its status code, anything else into
-    INTERNAL (logged): one bad call never takes the server down."""
+    INTERNAL (logged): one bad call never takes the server down. Counts the
+    call in `self._metrics` (when set), with what `method` put in its
+    `RequestRecord`."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        record = monitoring.RequestRecord("GRPC", method.__name__)
+        status = grpc.StatusCode.OK
         try:
-            return method(self, request, context)
+            return method(self, request, context, record)
         except ServingError as error:
-            code = _CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
-            context.abort(code, error.message)
+            status = _CODES.get(error.status_code, grpc.StatusCode.INTERNAL)
+            message = error.message
         except Exception as error:
             logger.exception("Internal error in gRPC %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL,
-                          f"Internal error: {type(error).__name__}: {error}")
+            status = grpc.StatusCode.INTERNAL
+            message = f"Internal error: {type(error).__name__}: {error}"
+        finally:
+            if self._metrics is not None:
+                self._metrics.record(record, status.name)
+        context.abort(status, message)  # raises: after the count
 
     return wrapper
 
@@ -90,52 +101,60 @@ def _unimplemented(what: str):
 
 
 class _Versions:
-    """Resolves a request's `ModelSpec` to a loaded version of the manager's
-    model (or raises the `ServingError` TF Serving would answer)."""
+    """Resolves a request's `ModelSpec` to a model's manager and a loaded
+    version (or raises the `ServingError` TF Serving would answer)."""
 
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, models: ServedModels | ModelManager):
+        if isinstance(models, ModelManager):  # one model, served as it is
+            served = ServedModels([], models.poll_seconds)
+            served.managers = {models.name: models}
+            models = served
+        self.models = models
 
-    def version_number(self, spec) -> int | None:
-        name = self.manager.name
+    def resolve(self, spec, record, for_status: bool = False
+                ) -> tuple[ModelManager, int | None]:
+        """The manager of `spec.name`, and the version asked for (by number
+        or label; `None`: the newest)."""
         if not spec.name:
-            raise ServingError(
-                f"Missing model_spec.name; this server serves model '{name}'.")
-        if spec.version_label:
-            raise ServingError(
-                f"Version labels are not supported yet (model_spec.version_label="
-                f"'{spec.version_label[:60]}'); request a version number "
-                "(model_spec.version) or none for the newest.", 501)
+            names = sorted(self.models.managers)
+            serves = f"model '{names[0]}'" if len(names) == 1 else f"models {names}"
+            raise ServingError(f"Missing model_spec.name; this server serves {serves}.")
         version = spec.version.value if spec.HasField("version") else None
-        if spec.name != name:
-            request = f"Latest({spec.name[:60]})" if version is None else (
-                f"Specific({spec.name[:60]}, {version})")
-            raise ServingError(
-                f"Servable not found for request: {request}. This server serves "
-                f"model '{name}'.", 404)
-        return version
+        label = spec.version_label or None
+        manager = self.models.manager(spec.name, version, label, for_status)
+        record.model = spec.name
+        if label is not None:
+            version = manager.version_of(label)
+        return manager, version
 
-    def get(self, spec) -> LoadedVersion:
-        return self.manager.get(self.version_number(spec))
+    def get(self, spec, record) -> LoadedVersion:
+        manager, version = self.resolve(spec, record)
+        loaded = manager.get(version)
+        record.version = str(loaded.version)
+        return loaded
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """TF Serving's `PredictionService`: `Predict` and `GetModelMetadata`.
 
     Args:
-        manager: `ModelManager`. Serves its model's loaded version.
+        models: `ServedModels` or `ModelManager`. Serves their loaded versions.
         max_decoded_bytes: int. Most bytes a request's inputs may decode to.
+        metrics: `monitoring.Metrics` or None. Counts the calls.
     """
 
-    def __init__(self, manager: ModelManager, max_decoded_bytes: int):
-        self._versions = _Versions(manager)
+    def __init__(self, models: ServedModels | ModelManager, max_decoded_bytes: int,
+                 metrics: monitoring.Metrics | None = None):
+        self._versions = _Versions(models)
         self.max_decoded_bytes = max_decoded_bytes
+        self._metrics = metrics
 
     @_answers_errors
-    def Predict(self, request, context):
+    def Predict(self, request, context, record):
         spec = request.model_spec
-        loaded = self._versions.get(spec)
+        loaded = self._versions.get(spec, record)
         signature = loaded.signature(spec.signature_name or DEFAULT_SIGNATURE)
+        record.signature = signature.name
         names = list(request.output_filter) or None
         if names:
             unknown = [n for n in names if n not in signature.outputs]
@@ -158,13 +177,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_answers_errors
-    def GetModelMetadata(self, request, context):
+    def GetModelMetadata(self, request, context, record):
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise ServingError(
                 f"GetModelMetadataRequest.metadata_field is {fields[:5]}; the only "
                 "metadata served is ['signature_def'].")
-        loaded = self._versions.get(request.model_spec)
+        loaded = self._versions.get(request.model_spec, record)
         definitions = get_model_metadata_pb2.SignatureDefMap()
         for key, definition in loaded.signature_def_json.items():
             json_format.ParseDict(
@@ -190,30 +209,35 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """TF Serving's `ModelService`: `GetModelStatus`.
 
     Args:
-        manager: `ModelManager`. Reports its model's versions.
+        models: `ServedModels` or `ModelManager`. Reports their versions.
+        metrics: `monitoring.Metrics` or None. Counts the calls.
     """
 
-    def __init__(self, manager: ModelManager):
-        self._versions = _Versions(manager)
+    def __init__(self, models: ServedModels | ModelManager,
+                 metrics: monitoring.Metrics | None = None):
+        self._versions = _Versions(models)
+        self._metrics = metrics
 
     @_answers_errors
-    def GetModelStatus(self, request, context):
-        status = self._versions.manager.status(
-            self._versions.version_number(request.model_spec))
+    def GetModelStatus(self, request, context, record):
+        manager, version = self._versions.resolve(request.model_spec, record,
+                                                  for_status=True)
+        status = manager.status(version)
         return json_format.ParseDict(status, get_model_status_pb2.GetModelStatusResponse())
 
     HandleReloadConfigRequest = _unimplemented(
-        "kerasmtl serve takes no model config: it serves one model from its base "
-        "path, given on the command line.")
+        "kerasmtl serve reloads its --model-config-file when the file changes; "
+        "edit the file instead of sending a config.")
 
 
 def create_grpc_server(
-    manager: ModelManager,
+    manager: ServedModels | ModelManager,
     host: str = "127.0.0.1",
     port: int = DEFAULT_GRPC_PORT,
     max_message_bytes: int = server.DEFAULT_MAX_BODY_BYTES,
     max_requests: int = server.DEFAULT_MAX_REQUESTS,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    metrics: monitoring.Metrics | None = None,
 ) -> tuple[grpc.Server, int]:
     """A gRPC server (not started) for `manager`'s model, bound to a port.
 
@@ -221,8 +245,8 @@ def create_grpc_server(
     (the REST app's lifespan does, when both serve).
 
     Args:
-        manager: `ModelManager`. The model to serve (e.g. a REST app's
-            `app.state.manager`).
+        manager: `ServedModels` or `ModelManager`. The models to serve (e.g.
+            a REST app's `app.state.models`).
         host: str. Interface to bind. Defaults to `"127.0.0.1"`.
         port: int. TCP port; `0` picks a free one. Defaults to `8500`, TF
             Serving's gRPC port.
@@ -231,6 +255,9 @@ def create_grpc_server(
         max_requests: int. Most calls held at once; more get
             RESOURCE_EXHAUSTED. Defaults to `64`.
         max_workers: int. Threads working on calls. Defaults to `16`.
+        metrics: `monitoring.Metrics` or None. Counts the calls (e.g. a REST
+            app's `app.state.metrics`, so one scrape shows both). Defaults to
+            `None`.
 
     Returns:
         `(server, port)`: a `grpc.Server` to `start()` and `stop(grace)`, and
@@ -260,10 +287,11 @@ def create_grpc_server(
         ],
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, DECODED_BYTES_PER_MESSAGE_BYTE * max_message_bytes),
+        PredictionServicer(manager, DECODED_BYTES_PER_MESSAGE_BYTE * max_message_bytes,
+                           metrics),
         grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(manager), grpc_server)
+        ModelServicer(manager, metrics), grpc_server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = grpc_server.add_insecure_port(address)

@@ -1,9 +1,10 @@
-"""`ModelManager`: loads the newest version of one model and watches for more.
+"""`ModelManager`: loads the versions of one model and watches for more.
 
-TF Serving's layout and default version policy: a base path holds integer
-version directories (`base/1/`, `base/2/`, ...; hidden and non-integer entries
-are ignored) and the newest version that loads is served; older ones are
-unloaded. A watcher thread polls the base path. A new version is loaded fully
+TF Serving's layout and version policies: a base path holds integer version
+directories (`base/1/`, `base/2/`, ...; hidden and non-integer entries are
+ignored). By default the newest version that loads is served and older ones
+are unloaded; a `VersionPolicy` (`model_config`) serves the N newest, all, or
+specific versions instead, and version labels name served versions. A watcher thread polls the base path. A new version is loaded fully
 (SavedModel, signatures, metadata) before it is swapped in, so requests never
 see a half-loaded model; requests already running finish on the version they
 started with. A version that fails to load is logged and reported in the
@@ -11,6 +12,10 @@ status (state `END` with the error), and the previous version keeps serving;
 it is retried only when its files change. If the served version's directory
 is removed, the newest remaining one is loaded, as TF Serving does; with none
 left, the loaded version keeps serving.
+
+Requests read the served versions and labels without a lock: both are
+replaced whole (never changed in place) when a version loads or the config
+changes.
 """
 
 from __future__ import annotations
@@ -22,127 +27,19 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
-from google.protobuf import json_format, text_format
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
 
-from kerasmtl.serving.codec import TensorInfo
 from kerasmtl.serving.errors import ServingError
+from kerasmtl.serving.loaded_version import (  # noqa: F401 (Signature: re-exported)
+    LoadedVersion,
+    Signature,
+    load_version,
+)
+from kerasmtl.serving.model_config import VersionPolicy
 
 logger = logging.getLogger("kerasmtl.serving")
 
 _VERSION_DIR = re.compile(r"^[0-9]{1,18}$")  # an int64, as TF Serving parses it
-
-
-class Signature:
-    """One callable signature of a loaded version.
-
-    Args:
-        name: str. The signature key, e.g. `"serving_default"`.
-        function: the loaded concrete function (called with keyword tensors).
-        inputs: dict of `TensorInfo` by input name.
-        outputs: dict of `TensorInfo` by output name.
-    """
-
-    def __init__(self, name: str, function, inputs: dict, outputs: dict):
-        self.name = name
-        self.function = function
-        self.inputs = inputs
-        self.outputs = outputs
-
-    def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the signature on numpy inputs; returns numpy outputs."""
-        try:
-            tensors = {k: tf.convert_to_tensor(v) for k, v in arrays.items()}
-            result = self.function(**tensors)
-        except tf.errors.InvalidArgumentError as error:
-            raise ServingError(f"Signature '{self.name}': {error.message}") from None
-        except tf.errors.OpError as error:
-            raise ServingError(
-                f"Signature '{self.name}' failed: {error.message}", status_code=500
-            ) from None
-        except (TypeError, ValueError) as error:
-            raise ServingError(f"Signature '{self.name}': {error}") from None
-        return {k: v.numpy() for k, v in result.items()}
-
-
-class LoadedVersion:
-    """A fully loaded version of a model: its signatures and metadata."""
-
-    def __init__(self, version: int, path: str, loaded, signature_defs):
-        self.version = version
-        self.path = path
-        self._loaded = loaded  # keeps the variables alive while served
-        self.signatures = {}
-        for key, function in loaded.signatures.items():
-            definition = signature_defs[key]
-            self.signatures[key] = Signature(
-                key,
-                function,
-                _tensor_infos(definition.inputs),
-                _tensor_infos(definition.outputs),
-            )
-        # As TF Serving prints it: int64 sizes as strings, defaults included.
-        self.signature_def_json = {
-            key: json_format.MessageToDict(
-                definition,
-                always_print_fields_with_no_presence=True,
-                preserving_proto_field_name=True,
-            )
-            for key, definition in signature_defs.items()
-        }
-
-    def metadata(self, model_name: str) -> dict:
-        """TF Serving's GetModelMetadataResponse (signature_def) as JSON."""
-        return {
-            "model_spec": {
-                "name": model_name,
-                "signature_name": "",
-                "version": str(self.version),
-            },
-            "metadata": {"signature_def": {"signature_def": self.signature_def_json}},
-        }
-
-    def signature(self, name: str) -> Signature:
-        if name not in self.signatures:
-            raise ServingError(
-                f'Serving signature name: "{name}" not found in signature def. '
-                f"Version {self.version} has {sorted(self.signatures)}."
-            )
-        return self.signatures[name]
-
-
-def load_version(path: str, version: int) -> LoadedVersion:
-    """Loads the SavedModel in `path` (raises if it cannot be loaded)."""
-    loaded = tf.saved_model.load(path)
-    return LoadedVersion(version, path, loaded, _read_signature_defs(path))
-
-
-def _read_signature_defs(path: str):
-    saved_model = saved_model_pb2.SavedModel()
-    binary = os.path.join(path, "saved_model.pb")
-    if os.path.exists(binary):
-        with open(binary, "rb") as f:
-            saved_model.ParseFromString(f.read())
-    else:
-        with open(os.path.join(path, "saved_model.pbtxt")) as f:
-            text_format.Parse(f.read(), saved_model)
-    # Exports hold one MetaGraph, tagged "serve", which TF Serving loads.
-    for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return meta_graph.signature_def
-    return saved_model.meta_graphs[0].signature_def
-
-
-def _tensor_infos(proto_map) -> dict[str, TensorInfo]:
-    infos = {}
-    for key, info in proto_map.items():
-        shape = info.tensor_shape
-        dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
-        infos[key] = TensorInfo(key, types_pb2.DataType.Name(info.dtype), dims)
-    return infos
 
 
 @dataclass
@@ -153,7 +50,8 @@ class VersionStatus:
 
 
 class ModelManager:
-    """Serves the newest loadable version under a base path, and watches it.
+    """Serves the versions under a base path that its policy names, and
+    watches it.
 
     Args:
         base_path: str. The model's base path (integer version directories).
@@ -162,6 +60,10 @@ class ModelManager:
             to `1.0` (TF Serving's `--file_system_poll_wait_seconds`).
         loader: callable `(path, version) -> LoadedVersion`. Defaults to
             `load_version`.
+        policy: `VersionPolicy`. Which versions to serve. Defaults to the
+            newest version only.
+        labels: dict of version label (str) to version (int). Defaults to
+            none.
     """
 
     def __init__(
@@ -170,6 +72,8 @@ class ModelManager:
         name: str,
         poll_seconds: float = 1.0,
         loader: Callable[[str, int], LoadedVersion] = load_version,
+        policy: VersionPolicy | None = None,
+        labels: Mapping[str, int] | None = None,
     ):
         base_path = os.fspath(base_path)
         if not os.path.isdir(base_path):
@@ -187,32 +91,72 @@ class ModelManager:
         self.name = name
         self.poll_seconds = float(poll_seconds)
         self._loader = loader
-        self._current: LoadedVersion | None = None
+        self.policy = policy or VersionPolicy()
+        self.labels: dict[str, int] = dict(labels or {})
+        self._served: dict[int, LoadedVersion] = {}  # replaced whole, never changed
         self._states: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}  # version -> files when it failed
-        self._lock = threading.Lock()  # guards _current and _states
+        self._lock = threading.Lock()  # guards _served and _states
         self._poll_lock = threading.Lock()  # one scan at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- serving --------------------------------------------------------------
 
-    def get(self, version: int | None = None) -> LoadedVersion:
-        """The served version (`version=None`: the newest); 404 otherwise."""
-        current = self._current
-        if current is not None and version in (None, current.version):
-            return current
+    def get(self, version: int | None = None, label: str | None = None
+            ) -> LoadedVersion:
+        """A served version: `version`, the one `label` names, or (neither)
+        the newest; 404 otherwise."""
+        served = self._served
+        if label is not None:
+            version = self.version_of(label)
+        if version is None and served:
+            return served[max(served)]
+        if version in served:
+            return served[version]
         request = f"Latest({self.name})" if version is None else (
             f"Specific({self.name}, {version})"
         )
-        served = (
-            f"version {current.version} is the only one loaded: like TF Serving, "
-            "this server serves the newest version only"
-            if current else "no version is loaded yet"
-        )
+        if label is not None:
+            request += f" for label '{label}'"
+        if not served:
+            loaded = "no version is loaded yet"
+        elif len(served) == 1:
+            loaded = (f"version {next(iter(served))} is the only one loaded: this "
+                      f"server serves {self.policy.describe()}")
+        else:
+            loaded = (f"versions {sorted(served, reverse=True)} are loaded: this "
+                      f"server serves {self.policy.describe()}")
         raise ServingError(
-            f"Servable not found for request: {request} ({served}).", status_code=404
+            f"Servable not found for request: {request} ({loaded}).", status_code=404
         )
+
+    def version_of(self, label: str) -> int:
+        """The version `label` names; 404 naming the known labels otherwise."""
+        labels = self.labels
+        if label not in labels:
+            known = ", ".join(f"'{k}' (version {v})" for k, v in sorted(labels.items()))
+            raise ServingError(
+                f"Unknown version label '{label[:64]}' of model {self.name}; "
+                + (f"its labels are {known}." if known else
+                   "it has no version labels (set version_labels in a "
+                   "--model-config-file)."),
+                status_code=404,
+            )
+        return labels[label]
+
+    def served_versions(self) -> list[int]:
+        """The versions being served, newest first."""
+        return sorted(self._served, reverse=True)
+
+    def configure(self, policy: VersionPolicy, labels: Mapping[str, int]) -> None:
+        """Sets a new version policy and labels (a model config reload), then
+        scans: versions the policy now names are loaded, others unloaded. The
+        labels change after the versions they name are loaded."""
+        with self._poll_lock:
+            self.policy = policy
+        self.poll()
+        self.labels = dict(labels)
 
     def status(self, version: int | None = None) -> dict:
         """TF Serving's GetModelStatusResponse as JSON, newest version first."""
@@ -262,21 +206,37 @@ class ModelManager:
         )
 
     def poll(self) -> None:
-        """One scan: loads the newest version that loads, if not served yet.
+        """One scan: loads the versions the policy names, unloads the others.
 
-        Versions are tried newest first, down to the served one; one that
-        failed before is skipped until its files change.
+        Versions are tried newest first (for `latest`, until N are served);
+        one that failed before is skipped until its files change. When none
+        is left to serve, the loaded versions keep serving.
         """
         with self._poll_lock:
-            for version in self.versions_on_disk():
-                current = self._current
-                if current is not None and version == current.version:
-                    return
+            candidates, limit = self.policy.candidates(self.versions_on_disk())
+            keep = []
+            for version in candidates:
+                if limit is not None and len(keep) == limit:
+                    break
+                if version in self._served:
+                    keep.append(version)
+                    continue
                 path = os.path.join(self.base_path, str(version))
                 if version in self._failed and self._failed[version] == _files(path):
                     continue
                 if self._try_load(version, path):
-                    return
+                    keep.append(version)
+            if keep:
+                self._unload([v for v in self._served if v not in keep])
+
+    def _unload(self, versions: list[int]) -> None:
+        if not versions:
+            return
+        with self._lock:
+            self._served = {v: lv for v, lv in self._served.items() if v not in versions}
+            for version in versions:
+                self._states[version] = VersionStatus("END")
+        logger.info("Unloaded version(s) %s of model '%s'", sorted(versions), self.name)
 
     def _try_load(self, version: int, path: str) -> bool:
         self._set_state(version, VersionStatus("LOADING"))
@@ -290,27 +250,22 @@ class ModelManager:
             code = _ERROR_CODES.get(code, "UNKNOWN")
             message = f"{type(error).__name__}: {error}".strip()
             self._set_state(version, VersionStatus("END", code, message))
+            served = self.served_versions()
             logger.error(
                 "Version %d of model '%s' failed to load; %s. %s",
                 version,
                 self.name,
-                f"still serving version {self._current.version}"
-                if self._current else "no version is served",
+                f"still serving version {served[0]}" if len(served) == 1
+                else f"still serving versions {served}" if served
+                else "no version is served",
                 message,
             )
             return False
         self._failed.pop(version, None)
         with self._lock:
-            previous, self._current = self._current, loaded
+            self._served = {**self._served, version: loaded}
             self._states[version] = VersionStatus("AVAILABLE")
-            if previous is not None:
-                self._states[previous.version] = VersionStatus("END")
-        logger.info(
-            "Serving version %d of model '%s'%s",
-            version,
-            self.name,
-            f" (unloaded version {previous.version})" if previous else "",
-        )
+        logger.info("Serving version %d of model '%s'", version, self.name)
         return True
 
     def _set_state(self, version: int, status: VersionStatus) -> None:

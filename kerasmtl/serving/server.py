@@ -5,6 +5,14 @@ An ASGI app (Starlette, run by uvicorn) with TF Serving's paths and JSON:
     GET  /v1/models/NAME[/versions/N]             model status
     GET  /v1/models/NAME[/versions/N]/metadata    signature_def metadata
     POST /v1/models/NAME[/versions/N]:predict     row or columnar predict
+    (`/labels/LABEL` in place of `/versions/N`: the version a label names)
+    GET  /monitoring/prometheus/metrics           request counts and latencies
+    GET  /healthz                                 200 when every model is served
+
+One model from a base path, or several from a TF Serving model config file
+(`served_models`, `model_config`: version policies and labels). Requests are
+counted (`monitoring`); with `access_log=True` each one is also logged as a
+JSON line on the `kerasmtl.serving.access` logger.
 
 Clients written for TF Serving work unchanged, and the same export directory
 can move to `tensorflow/serving` when one Python process is not enough (see
@@ -34,6 +42,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,14 +51,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kerasmtl.serving import codec
+from kerasmtl.serving import codec, monitoring
 from kerasmtl.serving.connection_guard import (
     ConnectionLimits,
     guarded_protocol,
     install_repeat_filter,
 )
 from kerasmtl.serving.errors import ServingError
-from kerasmtl.serving.model_manager import ModelManager
+from kerasmtl.serving.served_models import ServedModels
 
 logger = logging.getLogger("kerasmtl.serving")
 
@@ -72,7 +81,8 @@ _BACKLOG = 128
 
 # TF Serving's URL grammar (http_rest_api_handler.cc), case-insensitive.
 _MODEL_URL = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+))?"
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$",
     re.IGNORECASE,
 )
@@ -80,20 +90,26 @@ _BAD_NAME = re.compile(r"^\.\.?$|[\\\x00-\x20\x7f%]")
 
 
 def create_app(
-    base_path: str | os.PathLike,
-    name: str,
+    base_path: str | os.PathLike | None = None,
+    name: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     poll_seconds: float = 1.0,
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    *,
+    model_config_file: str | os.PathLike | None = None,
+    access_log: bool = False,
 ) -> Starlette:
-    """The ASGI app serving the model under `base_path` as `name`.
+    """The ASGI app serving the model under `base_path` as `name`, or the
+    models of `model_config_file`.
 
-    The newest version is loaded before this returns (when one loads); a
-    watcher thread, started with the app's lifespan, picks up new versions.
+    The served versions are loaded before this returns (when they load);
+    watcher threads, started with the app's lifespan, pick up new versions
+    (and changes to the model config file).
 
     Args:
         base_path: str or path-like. Directory of integer version directories,
-            as written by `kerasmtl.export.export_saved_model`.
+            as written by `kerasmtl.export.export_saved_model`. Not with
+            `model_config_file`.
         name: str. The model name in URLs (`/v1/models/NAME`).
         max_body_bytes: int. Largest request body accepted; larger ones get
             413. Defaults to 4 MiB.
@@ -101,12 +117,29 @@ def create_app(
             Defaults to `1.0`.
         max_requests: int. Most predict requests worked on at once (their
             body read); more get 503 with `Retry-After: 1`. Defaults to `64`.
+        model_config_file: str or path-like. A TF Serving model config file
+            (`model_config_list` text proto): several models, version
+            policies and labels. Defaults to `None`.
+        access_log: bool. Log one JSON line per request on the
+            `kerasmtl.serving.access` logger (at INFO). Defaults to `False`.
 
     Returns:
-        A `starlette.applications.Starlette` app; its `state.manager` is the
-        `ModelManager`.
+        A `starlette.applications.Starlette` app; its `state.models` is the
+        `ServedModels`, `state.manager` the first model's `ModelManager`, and
+        `state.metrics` the request `monitoring.Metrics`.
     """
-    _check_name(name)
+    if model_config_file is not None:
+        if base_path is not None or name is not None:
+            raise ValueError(
+                "Pass either `base_path` and `name` or `model_config_file`, not "
+                f"both. Received: base_path={base_path!r}, name={name!r}, "
+                f"model_config_file={model_config_file!r}")
+    elif base_path is None or name is None:
+        raise ValueError(
+            "Pass the model's `base_path` and `name`, or a `model_config_file`. "
+            f"Received: base_path={base_path!r}, name={name!r}")
+    else:
+        _check_name(name)
     if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ValueError(
             "Invalid value for argument `max_body_bytes`. Expected an int >= 1. "
@@ -119,22 +152,48 @@ def create_app(
             "Invalid value for argument `max_requests`. Expected an int >= 1. "
             f"Received: max_requests={max_requests!r}"
         )
-    manager = ModelManager(base_path, name, poll_seconds=poll_seconds)
-    manager.poll()
+    if model_config_file is not None:
+        models = ServedModels.from_config_file(model_config_file, poll_seconds)
+    else:
+        models = ServedModels.from_base_path(base_path, name, poll_seconds)
+    models.poll()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        manager.start()
+        models.start()
         try:
             yield
         finally:
-            manager.stop()
+            models.stop()
 
     limits = _RequestLimits(max_body_bytes, max_requests)
+    metrics = monitoring.Metrics()
+    access = logging.getLogger(monitoring.ACCESS_LOGGER) if access_log else None
 
     async def dispatch(request: Request) -> Response:
+        path = request.url.path
+        if request.method == "GET" and path == "/healthz":
+            return _health(models)
+        if request.method == "GET" and path == "/monitoring/prometheus/metrics":
+            return Response(metrics.exposition(),
+                            media_type="text/plain; version=0.0.4; charset=utf-8")
+        record = monitoring.RequestRecord("REST")
+        response = await answer(request, record)
+        if path.lower().startswith("/v1/"):
+            seconds = metrics.record(
+                record, monitoring.STATUS_NAMES.get(response.status_code, "UNKNOWN"))
+        else:
+            seconds = time.perf_counter() - record.start
+        if access is not None:
+            declared = request.headers.get("content-length", "0")
+            access.info(monitoring.access_line(
+                request.method, path, record, response.status_code, seconds,
+                int(declared) if declared.isdigit() else 0, len(response.body)))
+        return response
+
+    async def answer(request: Request, record: monitoring.RequestRecord) -> Response:
         try:
-            return await _dispatch(request, manager, limits)
+            return await _dispatch(request, models, limits, record)
         except ServingError as error:
             response = _error(error.message, error.status_code)
             if error.status_code == 503:
@@ -150,7 +209,9 @@ def create_app(
     app = Starlette(
         routes=[Route("/{path:path}", dispatch, methods=methods)], lifespan=lifespan
     )
-    app.state.manager = manager
+    app.state.models = models
+    app.state.manager = next(iter(models.managers.values()))
+    app.state.metrics = metrics
     app.state.limits = limits
     return app
 
@@ -180,15 +241,19 @@ def serve(
     body_timeout: float = ConnectionLimits.body_timeout,
     keep_alive_timeout: float = ConnectionLimits.keep_alive_timeout,
     grpc_port: int | None = None,
+    model_config_file: str | os.PathLike | None = None,
+    access_log: bool = False,
 ) -> None:
-    """Serves the model under `base_path` until interrupted (Ctrl-C).
+    """Serves the model under `base_path` (or the models of
+    `model_config_file`) until interrupted (Ctrl-C).
 
     Binds to the loopback interface unless `host` says otherwise (e.g.
     `"0.0.0.0"` to accept other machines; the server has no authentication).
 
     Args:
-        base_path: str or path-like. The model's base path.
-        name: str. The model name in URLs.
+        base_path: str or path-like. The model's base path; `None` with
+            `model_config_file`.
+        name: str. The model name in URLs; `None` with `model_config_file`.
         host: str. Interface to bind. Defaults to `"127.0.0.1"`.
         port: int. TCP port. Defaults to `8501`, TF Serving's REST port.
         max_body_bytes: int. Largest request body. Defaults to 4 MiB.
@@ -210,14 +275,24 @@ def serve(
             manager; `max_body_bytes` is then also the gRPC message limit and
             `max_requests` also caps gRPC calls at once. Defaults to `None`:
             REST only.
+        model_config_file: str or path-like. A TF Serving model config file
+            (several models, version policies and labels; read again when
+            it changes) instead of `base_path` and `name`. Defaults to `None`.
+        access_log: bool. Write one JSON line per REST request (method, path,
+            model, version, status, latency, bytes) to stderr, on the
+            `kerasmtl.serving.access` logger. Defaults to `False`: TF Serving
+            logs no requests, and a line each costs throughput.
     """
     limits = ConnectionLimits(max_connections, header_timeout, body_timeout,
                               keep_alive_timeout)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(log_level.upper())
+    if access_log:
+        _log_access_lines()
     limits = _fit_open_files(limits)
-    app = create_app(base_path, name, max_body_bytes, poll_seconds, max_requests)
+    app = create_app(base_path, name, max_body_bytes, poll_seconds, max_requests,
+                     model_config_file=model_config_file, access_log=access_log)
     server = uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
                                            log_level=log_level))
     if grpc_port is None:
@@ -227,7 +302,8 @@ def serve(
     from kerasmtl.serving.grpc_server import create_grpc_server
 
     grpc_server, bound = create_grpc_server(
-        app.state.manager, host, grpc_port, max_body_bytes, max_requests)
+        app.state.models, host, grpc_port, max_body_bytes, max_requests,
+        metrics=app.state.metrics)
     grpc_server.start()
     logger.info("gRPC server (TF Serving's PredictionService) on %s:%d", host, bound)
     try:
@@ -254,6 +330,18 @@ def uvicorn_config(app, limits: ConnectionLimits, **kwargs) -> uvicorn.Config:
     return config
 
 
+def _log_access_lines() -> None:
+    """Access lines go to stderr as bare JSON, one per line, unless the
+    application configured the access logger itself."""
+    access = logging.getLogger(monitoring.ACCESS_LOGGER)
+    access.setLevel(logging.INFO)
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
 def _fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
     """Raises the open-file limit to fit `limits.max_connections`, or lowers
     the cap to fit it: at the limit, every accept fails and asyncio logs it."""
@@ -278,8 +366,8 @@ def _fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
     return limits
 
 
-async def _dispatch(request: Request, manager: ModelManager, limits: _RequestLimits
-                    ) -> Response:
+async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimits,
+                    record: monitoring.RequestRecord) -> Response:
     path, method = request.url.path, request.method
     if not path.lower().startswith("/v1/"):
         raise ServingError(f"Not found: {path}. The API is under /v1/models/.", 404)
@@ -290,18 +378,15 @@ async def _dispatch(request: Request, manager: ModelManager, limits: _RequestLim
     if _BAD_NAME.search(name):
         raise ServingError(f"Invalid model name '{name}' in {path}.")
     version = int(match["version"]) if match["version"] else None
+    label = match["label"]
+    if label is not None and _BAD_NAME.search(label):
+        raise ServingError(f"Invalid version label '{label[:64]}' in {path}.")
     verb = (match["verb"] or "").lower()
-    if name != manager.name:
-        if verb or method == "POST" or match["metadata"]:
-            manager_request = f"Latest({name})" if version is None else (
-                f"Specific({name}, {version})"
-            )
-            raise ServingError(
-                f"Servable not found for request: {manager_request}. This server "
-                f"serves model '{manager.name}'.",
-                404,
-            )
-        raise ServingError(f"Could not find any versions of model {name}", 404)
+    record.api = _APIS.get(verb, "") if verb else (
+        "GetModelMetadata" if match["metadata"] else "GetModelStatus")
+    is_status = not (verb or method == "POST" or match["metadata"])
+    manager = models.manager(name, version, label, for_status=is_status)
+    record.model = name
 
     if method == "POST" and verb == "predict":
         body = await _read_body(request, limits.max_body_bytes)
@@ -314,7 +399,7 @@ async def _dispatch(request: Request, manager: ModelManager, limits: _RequestLim
         limits.in_progress += 1
         try:
             payload = await run_in_threadpool(
-                _predict, manager, version, body, limits.decoding)
+                _predict, manager, version, label, body, limits.decoding, record)
         finally:
             limits.in_progress -= 1
         return Response(payload, media_type="application/json")
@@ -325,18 +410,24 @@ async def _dispatch(request: Request, manager: ModelManager, limits: _RequestLim
         )
     if method == "GET" and not verb:
         if match["metadata"]:
-            loaded = manager.get(version)
+            loaded = manager.get(version, label)
+            record.version = str(loaded.version)
             return _json(loaded.metadata(manager.name))
+        if label is not None:
+            version = manager.version_of(label)
         return _json(manager.status(version))
     raise ServingError(f"Malformed request: {method} {path}")
 
 
-def _predict(manager: ModelManager, version: int | None, body: bytes,
-             decoding: threading.BoundedSemaphore) -> bytes:
+def _predict(manager, version: int | None, label: str | None, body: bytes,
+             decoding: threading.BoundedSemaphore,
+             record: monitoring.RequestRecord) -> bytes:
     with decoding:
         request = codec.parse_predict_request(body)
-        loaded = manager.get(version)
+        loaded = manager.get(version, label)
+        record.version = str(loaded.version)
         signature = loaded.signature(request.signature_name)
+        record.signature = signature.name
         fmt, arrays = codec.decode_inputs(request, signature.inputs)
         del request  # the parsed JSON, 10-40x the body: not kept while the model runs
     outputs = signature(arrays)
@@ -375,6 +466,17 @@ def _check_name(name: str) -> None:
             f"Invalid model name {name!r}. Expected a non-empty name without '/', "
             "':', '%', '\\', spaces, and other than '.' or '..', e.g. 'quickstart'."
         )
+
+
+_APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
+
+
+def _health(models: ServedModels) -> Response:
+    """200 when every model has a version loaded, else 503 (for load
+    balancers: cheap, no model is run)."""
+    ok, served = models.health()
+    return _json({"status": "ok" if ok else "unavailable", "models": served},
+                 200 if ok else 503)
 
 
 def _json(payload: dict, status_code: int = 200) -> Response:
