@@ -188,7 +188,7 @@ class GradientBalancingMixin:
             matrix = all_reduce_sum(matrix)
 
         def apply_update(grads, weights):
-            update = tf.linalg.matvec(matrix, weights, transpose_a=True)
+            update = self.weighting.combine_gradients(matrix, weights)
             update = update / replicas  # the optimizer sums replicas
             sizes = [int(np.prod(variables[i].shape)) for i in shared]
             for i, part in zip(shared, tf.split(update, sizes)):
@@ -215,7 +215,7 @@ class GradientBalancingMixin:
         def apply_update(grads, weights):
             if not trunk:
                 return grads
-            balanced = tf.linalg.matvec(matrix, weights, transpose_a=True)
+            balanced = self.weighting.combine_gradients(matrix, weights)
             balanced = tf.cast(tf.reshape(balanced, tf.shape(features)), features.dtype)
             trunk_grads = tape.gradient(
                 features, [variables[i] for i in trunk], output_gradients=balanced

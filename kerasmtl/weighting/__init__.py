@@ -4,10 +4,12 @@ from kerasmtl.weighting.aligned_mtl import AlignedMTL
 from kerasmtl.weighting.base import LossWeighting
 from kerasmtl.weighting.cagrad import CAGrad
 from kerasmtl.weighting.conflict_free import ConFIG
+from kerasmtl.weighting.dual_balancing import DBMTL
 from kerasmtl.weighting.dual_proj import DualProj
 from kerasmtl.weighting.dynamic_weight_average import DynamicWeightAverage
 from kerasmtl.weighting.famo import FAMO
 from kerasmtl.weighting.geometric_loss_strategy import GeometricLossStrategy
+from kerasmtl.weighting.grad_drop import GradDrop
 from kerasmtl.weighting.gradient_balancer import GradientBalancer
 from kerasmtl.weighting.gradnorm import GradNorm
 from kerasmtl.weighting.gradvac import GradVac
@@ -16,6 +18,8 @@ from kerasmtl.weighting.mgda import MGDA
 from kerasmtl.weighting.nash_mtl import NashMTL
 from kerasmtl.weighting.pcgrad import PCGrad
 from kerasmtl.weighting.random_loss_weighting import RandomLossWeighting
+from kerasmtl.weighting.scale_invariant import ScaleInvariant
+from kerasmtl.weighting.smooth_tchebycheff import STCH
 from kerasmtl.weighting.static import Equal, Static
 from kerasmtl.weighting.uncertainty import Uncertainty
 from kerasmtl.weighting.upgrad import UPGrad
@@ -41,4 +45,8 @@ __all__ = [
     "ConFIG",
     "GradVac",
     "FAMO",
+    "ScaleInvariant",
+    "STCH",
+    "DBMTL",
+    "GradDrop",
 ]

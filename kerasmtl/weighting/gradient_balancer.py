@@ -134,6 +134,14 @@ class GradientBalancer(LossWeighting):
             weights = self._traced_weights(gram, losses, active, tf.constant(step))
         else:
             weights = self.weights_from_gram(gram, losses, active, tf.constant(step))
+        return self.combine_gradients(grads, weights)
+
+    def combine_gradients(self, grads, weights):
+        """The `[n]` update from `[T, n]` task gradients and the `[T]` weights
+        of `weights_from_gram`: `weights @ grads`. The train step calls it on
+        the loss-scaled gradients (parameter mode: all-reduced; `rep_grad`:
+        this replica's), so an override must be positively homogeneous in
+        `grads`; GradDrop's, which acts on the gradients' entries, is."""
         return tf.linalg.matvec(grads, weights, transpose_a=True)
 
     # -- as a loss weighting ----------------------------------------------------
