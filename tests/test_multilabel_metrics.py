@@ -10,8 +10,8 @@ import pytest
 from sklearn import metrics as skm
 
 from kerasmtl.metrics import multilabel as ml
-from kerasmtl.metrics import multilabel_ranking as mlr
 from kerasmtl.metrics import multilabel_all as mlall
+from kerasmtl.metrics import multilabel_ranking as mlr
 
 # (seed, shape): few cases, each test loops over its variants (tests are cheap;
 # the per-test session reset is not).

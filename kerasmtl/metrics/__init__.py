@@ -30,6 +30,10 @@ from kerasmtl.metrics.multilabel import (
     multilabel_recall,
     subset_accuracy,
 )
+from kerasmtl.metrics.multilabel_all import (
+    multilabel_keras_metrics,
+    multilabel_report,
+)
 from kerasmtl.metrics.multilabel_ranking import (
     CoverageError,
     LabelRankingAveragePrecision,
@@ -41,10 +45,6 @@ from kerasmtl.metrics.multilabel_ranking import (
     label_ranking_loss,
     macro_average_precision,
     one_error,
-)
-from kerasmtl.metrics.multilabel_all import (
-    multilabel_keras_metrics,
-    multilabel_report,
 )
 from kerasmtl.metrics.segmentation import (
     MaskedMeanIoU,
