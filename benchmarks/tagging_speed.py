@@ -17,6 +17,7 @@ Nothing here asserts a wall-clock number; the load average is printed.
 Usage:
     python benchmarks/tagging_speed.py               # about 3 minutes on 2 CPU cores
     python benchmarks/tagging_speed.py --rounds 3    # shorter
+    python benchmarks/tagging_speed.py --quick       # synthetic corpus, tiny model, seconds
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def padding_share(sentences, boundaries) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic corpus, tiny model: checks that it runs")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--batches", type=int, default=40,
                         help="training batches timed per round (default: %(default)s)")
@@ -95,11 +98,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(limit_threads(args.threads))
 
-    data = load_training_data(NAME, args.data, batch_size=32, seed=0)
-    recipe = zoo.registry.get_entry(NAME).recipe
+    spec = "synthetic" if args.quick else args.data
+    data = load_training_data(NAME, spec, batch_size=32, seed=0)
+    sizes = zoo.registry.get_entry(NAME).recipe["model_kwargs"]
+    if args.quick:
+        sizes = {"word_dim": 8, "char_dim": 4, "char_filters": 4, "lstm_units": 8}
+        args.batches, args.rounds = min(args.batches, 3), min(args.rounds, 2)
     keras.utils.set_random_seed(0)
-    model = zoo.create_model(NAME, tasks=data.tasks,
-                             **{**recipe["model_kwargs"], **data.model_kwargs})
+    model = zoo.create_model(NAME, tasks=data.tasks, **{**sizes, **data.model_kwargs})
     baseline = baseline_copy(model)
     models = {"baseline": baseline, "current": model}
     for m in models.values():
@@ -126,8 +132,11 @@ def main(argv=None) -> int:
         print(f"  {label:9s} {s * 1e3:8.1f} ms   {sentences / s:7.0f} sentences/s")
     print(f"  speed-up current / baseline: {seconds['baseline'] / seconds['current']:.2f}x")
 
-    train, _ = mtl.data.load_ud_ewt_uner(args.data)
-    sentences = [s for s in train.tokens]
+    if args.quick:
+        train = mtl.data.synthetic_tagged_corpus(500, seed=0)
+    else:
+        train, _ = mtl.data.load_ud_ewt_uner(args.data)
+    sentences = list(train.tokens)
     for boundaries in ([8, 16, 24, 32, 48, 64], list(range(4, 68, 4))):
         print(f"padding share with buckets {boundaries[:4]}...{boundaries[-1]}: "
               f"{100 * padding_share(sentences, boundaries):.1f}%")

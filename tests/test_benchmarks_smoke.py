@@ -52,6 +52,14 @@ def test_tagging_quick_prints_the_comparison_table():
 
 
 @pytest.mark.large
+def test_tagging_speed_quick_prints_the_speed_up_and_checks_the_tags():
+    out = run_benchmark("tagging_speed.py", "--quick")
+    assert re.search(r"^same tags on \d+ dev sentences: True$", out, re.M), out
+    assert re.search(r"^  speed-up current / baseline: \d+\.\d+x$", out, re.M), out
+    assert len(re.findall(r"^padding share with buckets .*: \d+\.\d%$", out, re.M)) == 2, out
+
+
+@pytest.mark.large
 def test_vision_smoke_prints_the_comparison_table():
     out = run_benchmark("vision.py", "--smoke")
     assert re.search(r"^Δm \(multi-task vs single-task.*= [+-]\d+\.\d+%$", out, re.M), out
