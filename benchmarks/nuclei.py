@@ -263,7 +263,7 @@ def _evaluate(model, dev, with_instances: bool) -> dict:
         found = []
         for out in outputs:
             n = int(out["num_detections"])
-            found.append({"boxes": out["detection_boxes"][:n],
+            found.append({"boxes": out["detection_boxes_xyxy"][:n],
                           "scores": out["detection_scores"][:n],
                           "classes": out["detection_classes"][:n]})
         boxes = coco_map(truth, found, max_detections=MAX_BOXES)
@@ -279,7 +279,7 @@ def _evaluate(model, dev, with_instances: bool) -> dict:
         if with_instances:
             predicted.append(out["instance_ids"])
         elif "detection" in names:  # filled boxes
-            filled = {"detection_boxes": out["detection_boxes"][None],
+            filled = {"detection_boxes_xyxy": out["detection_boxes_xyxy"][None],
                       "detection_scores": out["detection_scores"][None],
                       "num_detections": out["num_detections"][None],
                       "segmentation": np.ones((1, *image.shape[:2]), "int32")}

@@ -71,3 +71,17 @@ def test_trunk_argument_errors(kwargs, match):
 def test_rescaling_argument_error():
     with pytest.raises(ValueError, match=r"size_multiple=0"):
         ImageRescaling(size_multiple=0)
+
+
+def test_standardize_gives_each_image_zero_mean_and_unit_variance():
+    rng = np.random.default_rng(0)
+    dim = rng.integers(0, 40, (1, 32, 32, 3)).astype("float32")
+    bright = (dim * 4 + 60).astype("float32")  # same picture, other stain scale
+    layer = ImageRescaling(standardize=True)
+    out = layer(np.concatenate([dim, bright])).numpy()
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-4)
+    # A flat image is not divided by zero.
+    assert np.isfinite(layer(np.full((1, 32, 32, 3), 7, "uint8")).numpy()).all()
+    assert ImageRescaling.from_config(layer.get_config()).standardize is True

@@ -298,13 +298,14 @@ def test_tiny_model_trains_and_exports(tmp_path):
     assert shapes == {
         "detection": (tf.float32, (2, 8, 8, 6)),
         "detection_boxes": (tf.float32, (2, 5, 4)),
+        "detection_boxes_xyxy": (tf.float32, (2, 5, 4)),
         "detection_scores": (tf.float32, (2, 5)),
         "detection_classes": (tf.int32, (2, 5)),
         "num_detections": (tf.int32, (2,)),
     }
     expected = task.postprocess(model(images[:2])["detection"])
-    np.testing.assert_allclose(out["detection_boxes"], expected["detection_boxes"],
-                               atol=1e-4)
+    for key in ("detection_boxes", "detection_boxes_xyxy"):
+        np.testing.assert_allclose(out[key], expected[key], atol=1e-4)
 
 
 def test_postprocess_names_and_any_grid_size():
@@ -312,8 +313,8 @@ def test_postprocess_names_and_any_grid_size():
     serve = tf.function(task.postprocess,
                         input_signature=[tf.TensorSpec((None, None, None, 5))])
     out = serve(tf.zeros((2, 5, 7, 5)))
-    assert sorted(out) == ["cells_boxes", "cells_classes", "cells_num_detections",
-                           "cells_scores"]
+    assert sorted(out) == ["cells_boxes", "cells_boxes_xyxy", "cells_classes",
+                           "cells_num_detections", "cells_scores"]
     assert tuple(out["cells_boxes"].shape) == (2, 3, 4)
 
 
@@ -408,3 +409,36 @@ def test_argument_errors():
         Detection("det", 2, loss="mse")
     with pytest.raises(ValueError, match="Unknown metric 'map'.*kerasmtl.metrics.detection"):
         Detection("det", 2).metric_from_identifier("map")
+
+
+def _od_api_pixel_boxes(detection_boxes, height, width):
+    """What a TF Object Detection API client does with `detection_boxes`
+    (e.g. its visualization utils): [ymin, xmin, ymax, xmax] times the image
+    size, back to pixel corners (here in x1, y1, x2, y2 order)."""
+    ymin, xmin, ymax, xmax = np.moveaxis(np.asarray(detection_boxes), -1, 0)
+    return np.stack([xmin * width, ymin * height, xmax * width, ymax * height], -1)
+
+
+def test_an_od_api_client_reads_the_served_boxes_right():
+    from kerasmtl.preprocessors.images import ImageGeometry
+
+    task = Detection("detection", num_classes=1, stride=8, max_detections=2)
+    # One peak at cell x=2, y=1 of a 4 x 6 grid (a 32 x 48 padded image):
+    # centre (2.5, 1.5) cells, size 2 x 1 cells -> pixels [12, 8, 28, 16].
+    raw = np.full((1, 4, 6, 5), -10.0, "float32")
+    raw[0, 1, 2] = [3.0, 2.0, 1.0, 0.5, 0.5]
+    # The request's image was 30 x 45, padded to 32 x 48 for the model.
+    geometry = ImageGeometry(tf.constant([30, 45]), tf.constant([32, 48]))
+    out = task.serving_outputs(tf.constant(raw), geometry)
+    np.testing.assert_allclose(out["detection_boxes_xyxy"][0, 0], [12, 8, 28, 16],
+                               atol=1e-5)
+    read = _od_api_pixel_boxes(out["detection_boxes"].numpy()[0, 0], 30, 45)
+    np.testing.assert_allclose(read, [12, 8, 28, 16], atol=1e-4)
+    # Padding rows are all zero in both formats.
+    assert not out["detection_boxes"].numpy()[0, 1].any()
+    # Without geometry (the Keras-side postprocess) the boxes are normalised
+    # by the model's input, 32 x 48.
+    local = task.postprocess(tf.constant(raw))
+    np.testing.assert_allclose(
+        _od_api_pixel_boxes(local["detection_boxes"].numpy()[0, 0], 32, 48),
+        [12, 8, 28, 16], atol=1e-4)

@@ -109,8 +109,10 @@ def test_padded_batches_missing_labels_and_prefixes():
         ("detection", "num_detections"),
         ("boxes", "boxes_num_detections"),
     ):
+        # Postprocess names: pixel boxes under `<prefix>_boxes_xyxy`.
         padded = {
-            f"{prefix}_{k}": v for k, v in outputs.items() if k != "num_detections"
+            f"{prefix}_{k}_xyxy" if k == "boxes" else f"{prefix}_{k}": v
+            for k, v in outputs.items() if k != "num_detections"
         }
         padded[count] = outputs["num_detections"]
         got = coco_map(labels, padded, prefix=prefix)
@@ -168,7 +170,7 @@ def test_evaluator_accumulates_batches():
         ([], [], {"max_detections": 0}, r"`max_detections`"),
         ([], [], {"iou_thresholds": [0.5, 1.5]}, r"`iou_thresholds`"),
         ({"boxes": np.zeros((2, 4)), "classes": np.zeros(2)}, [], {}, r"\[B, M, 4\]"),
-        ([], {"det_boxes": np.zeros((1, 1, 4))}, {}, r"needs `detection_boxes`"),
+        ([], {"det_boxes": np.zeros((1, 1, 4))}, {}, r"needs `detection_boxes_xyxy`"),
     ],
 )
 def test_bad_input_raises(gt, dt, kwargs, message):

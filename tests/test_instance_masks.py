@@ -90,7 +90,7 @@ def test_bad_inputs_raise_with_the_shapes():
 
 
 def test_serving_instance_ids_reads_the_serving_names():
-    outputs = {"cells_boxes": np.array([[[0, 0, 2, 1]]], "float32"),
+    outputs = {"cells_boxes_xyxy": np.array([[[0, 0, 2, 1]]], "float32"),
                "cells_scores": np.array([[0.9]], "float32"),
                "cells_num_detections": np.array([1], "int32"),
                "mask": np.array([[[1, 1, 1], [1, 1, 1]]], "int32")}
@@ -101,5 +101,5 @@ def test_serving_instance_ids_reads_the_serving_names():
                                min_score=0.95)
     assert not ids.numpy().any()
     with pytest.raises(ValueError, match=r"outputs \['num_detections'"):
-        serving_instance_ids({"detection_boxes": 0, "detection_scores": 0,
+        serving_instance_ids({"detection_boxes_xyxy": 0, "detection_scores": 0,
                               "segmentation": 0})

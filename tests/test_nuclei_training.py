@@ -38,14 +38,24 @@ def _write_nuclei_folder(root, count=3, size=(48, 80)):
     return root
 
 
-def _recipe(tmp_path):
+def _recipe(tmp_path, **kwargs):
     _write_nuclei_folder(tmp_path / "stage1_train")
     return vision_data(str(tmp_path), batch_size=2, image_size=(64, 64),
-                       dev_fraction=0.34)
+                       dev_fraction=0.34, **kwargs)
+
+
+def test_recipe_augments_nuclei_and_standardizes_each_image(tmp_path):
+    data = _recipe(tmp_path)
+    assert "augmented" in data.summary and data.model_kwargs["standardize"] is True
+    x, y = next(iter(data.train))
+    assert x["image"].shape == (2, 64, 64, 3)
+    assert int((y["detection"]["classes"].numpy() >= 0).sum()) >= 1
 
 
 def test_recipe_reads_a_nuclei_folder_into_crops_with_all_boxes(tmp_path):
-    data = _recipe(tmp_path)
+    # Without augmentation: the crop alone, so the padding is where it was.
+    data = _recipe(tmp_path, augment=False)
+    assert "augmented" not in data.summary
     assert [t.name for t in data.tasks] == ["detection", "segmentation"]
     assert data.model_kwargs["num_classes"] == 1 and data.model_kwargs["seg_classes"] == 2
     assert "nuclei folder" in data.summary and "2 train / 1 dev" in data.summary
@@ -74,7 +84,7 @@ def test_one_step_export_and_serve_an_odd_sized_image(tmp_path):
     out = serve(image=tf.constant(image))
     assert out["segmentation"].shape == (1, 45, 77)
     assert out["detection_boxes"].shape == (1, data.model_kwargs["max_detections"], 4)
-    boxes = out["detection_boxes"].numpy()
+    boxes = out["detection_boxes_xyxy"].numpy()
     assert boxes[..., 0::2].max() <= 77 and boxes[..., 1::2].max() <= 45
     ids = serving_instance_ids(out).numpy()
     assert ids.shape == (1, 45, 77) and ids.max() <= int(out["num_detections"][0])

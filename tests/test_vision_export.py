@@ -41,13 +41,18 @@ def test_signature_takes_uint8_images_of_any_size(exported):
         # The raw heat map, cropped to ceil(50 / 4) x ceil(70 / 4) cells.
         "detection": ([2, 13, 18, 7], tf.float32),
         "detection_boxes": ([2, 8, 4], tf.float32),
+        "detection_boxes_xyxy": ([2, 8, 4], tf.float32),
         "detection_scores": ([2, 8], tf.float32),
         "detection_classes": ([2, 8], tf.int32),
         "num_detections": ([2], tf.int32),
     }
     assert {k: (v.shape.as_list(), v.dtype) for k, v in out.items()} == expected
-    boxes = out["detection_boxes"].numpy()
+    boxes = out["detection_boxes_xyxy"].numpy()
     assert boxes.min() >= 0 and boxes[..., 0::2].max() <= 70 and boxes[..., 1::2].max() <= 50
+    # `detection_boxes` is the OD API's: [ymin, xmin, ymax, xmax] over the
+    # request's 50 x 70 image (not the padded 64 x 96 one).
+    np.testing.assert_allclose(out["detection_boxes"],
+                               boxes[..., [1, 0, 3, 2]] / [50, 70, 50, 70], atol=1e-6)
     # The numbers: the model on the image zero-padded at the bottom and right
     # to 64 x 96, its image-shaped outputs cropped back.
     padded = np.zeros((2, 64, 96, 3), "float32")

@@ -26,6 +26,7 @@ from pathlib import Path
 import keras
 
 import kerasmtl as mtl
+from kerasmtl.data.vision.augment import VisionAugment
 from kerasmtl.data.vision.coco import is_coco_folder, read_coco_folder
 from kerasmtl.data.vision.nuclei import (
     is_instance_mask_folder,
@@ -40,6 +41,9 @@ from zoo.training import TrainingData, cosine_adam
 DETECTION, SEGMENTATION = "detection", "segmentation"
 SHAPES_IMAGE_SIZE = (64, 64)  # the tuned size: shapes stay visible, CPU is quick
 SHAPES_TRAIN, SHAPES_DEV = 2000, 400  # images of the `shapes` recipe
+# Training augmentation of nuclei folders (the settings of benchmarks/nuclei.py).
+NUCLEI_AUGMENT = VisionAugment(flip_horizontal=True, flip_vertical=True, rotate90=True,
+                               scale=(0.8, 1.25), brightness=0.1, contrast=0.2)
 
 
 # -- tasks ---------------------------------------------------------------------
@@ -86,7 +90,8 @@ def _example():
 
 def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
                 image_size: tuple[int, int] | None = None,
-                dev_fraction: float = 0.2, num_images: int | None = None) -> TrainingData:
+                dev_fraction: float = 0.2, num_images: int | None = None,
+                augment: bool | None = None) -> TrainingData:
     """The training recipe: `spec` is `"shapes"`, a COCO-format folder or a
     DSB-2018-style nuclei folder; returns `zoo.training.TrainingData`.
 
@@ -106,6 +111,12 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
             Defaults to `0.2`.
         num_images: int or None. Synthetic images in all (`"shapes"` only).
             Defaults to `None`: `SHAPES_TRAIN + SHAPES_DEV`.
+        augment: bool or None. Augment the training images with
+            `NUCLEI_AUGMENT` (flips, 90-degree turns, scale, brightness,
+            contrast: microscopy has no up or left). Defaults to `None`: on
+            for nuclei folders, off for shapes and COCO folders. Nuclei
+            folders also give the model `standardize=True` (each image to
+            zero mean and unit variance: the stains differ widely).
 
     Returns:
         `TrainingData` whose `train` and `dev` are `tf.data.Dataset`s.
@@ -116,12 +127,16 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
         data = synthetic_shapes(total, image_size=size, seed=seed)
         source = f"synthetic shapes {size[0]}x{size[1]}"
         fit = "crop"
+        model_kwargs = {}
     elif Path(spec).is_dir() and is_coco_folder(spec):
         data = read_coco_folder(spec)
         size, source, fit = tuple(image_size or (256, 256)), f"COCO folder {spec}", "resize"
+        model_kwargs = {}
     elif Path(spec).is_dir() and is_instance_mask_folder(spec):
         data = read_instance_mask_folder(spec)
         size, source, fit = tuple(image_size or (256, 256)), f"nuclei folder {spec}", "crop"
+        model_kwargs = {"standardize": True}
+        augment = True if augment is None else augment
     else:
         raise ValueError(
             f"--data '{spec}' is not a vision data set the det_seg models read. Pass "
@@ -133,14 +148,18 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     max_boxes = max(16, 8 * math.ceil(data.stats()["max_boxes_per_image"] / 8))
     common = {"batch_size": batch_size, "max_boxes": max_boxes, "image_size": size,
               "fit": fit}
-    train_ds = vision_dataset(train, shuffle=True, seed=seed, **common)
+    train_ds = vision_dataset(train, shuffle=True, seed=seed,
+                              augment=NUCLEI_AUGMENT if augment else None, **common)
     dev_ds = vision_dataset(dev, **common)
     kwargs = {"num_classes": data.num_classes, "seg_classes": data.num_mask_classes,
               "max_boxes": max_boxes, "max_detections": max_boxes}
     summary = (f"{source}: {len(train)} train / {len(dev)} dev images (dev: random "
                f"{dev_fraction:g} of the images, seed {seed}; {size[0]}x{size[1]}), "
-               f"classes {data.class_names}, up to {max_boxes} boxes")
-    return TrainingData(train_ds, dev_ds, det_seg_tasks(**kwargs), kwargs, summary)
+               f"classes {data.class_names}, up to {max_boxes} boxes"
+               + ("; augmented: flips, 90-degree turns, scale 0.8-1.25, brightness, "
+                  "contrast" if augment else ""))
+    return TrainingData(train_ds, dev_ds, det_seg_tasks(**kwargs), {**kwargs, **model_kwargs},
+                        summary)
 
 
 # -- evaluation ----------------------------------------------------------------
@@ -199,6 +218,7 @@ def det_seg_resnet_fpn(
     max_detections: int = 16,
     score_threshold: float = 0.05,
     ignore_class: int | None = None,
+    standardize: bool = False,
     weighting: mtl.weighting.LossWeighting | None = None,
     tasks: Sequence[mtl.tasks.Task] | None = None,
 ) -> mtl.MultiTaskModel:
@@ -209,7 +229,8 @@ def det_seg_resnet_fpn(
     images of any size and pads them). Outputs: `"detection"` `[B, H/4, W/4,
     num_classes + 4]` (CenterNet heat-map logits, box size, centre offset)
     and `"segmentation"` `[B, H, W, seg_classes]` logits. `postprocess`
-    gives `detection_boxes` (xyxy pixels), `detection_scores`,
+    gives `detection_boxes` (the TF Object Detection API's normalised
+    `[ymin, xmin, ymax, xmax]`), `detection_boxes_xyxy` (pixels), `detection_scores`,
     `detection_classes`, `num_detections` and the `segmentation` class map.
 
     Args:
@@ -233,6 +254,9 @@ def det_seg_resnet_fpn(
             to `0.05`.
         ignore_class: int or None. A mask value to ignore besides -1 (e.g. 255
             for VOC). Defaults to `None`.
+        standardize: bool. Standardize each image (zero mean, unit variance)
+            in the trunk (`ImageRescaling(standardize=True)`). Defaults to
+            `False`; the nuclei recipe turns it on.
         weighting: loss weighting. Defaults to `Equal()`.
         tasks: the tasks, or None for both (`det_seg_tasks(...)`). Pass one of
             them for a single-task baseline with the same trunk.
@@ -253,7 +277,7 @@ def det_seg_resnet_fpn(
     shape = (None, None, 3) if image_size is None else (*map(int, image_size), 3)
     image = keras.Input(shape, name="image")
     features = image_trunk(image, widths=tuple(widths), blocks=tuple(blocks),
-                           fpn_channels=fpn_channels)
+                           fpn_channels=fpn_channels, standardize=standardize)
     # A dict input: the vision pipelines yield `{"image": ...}`, and the
     # export's signature input is named by the key.
     return mtl.sharing.hard_sharing({"image": image}, features, list(tasks),

@@ -53,6 +53,12 @@ class ImageRescaling(keras.layers.Layer):
         offset: float. Added after scaling. Defaults to `0.0`.
         size_multiple: int. Height and width must be multiples of it (the
             coarsest stride of the backbone). Defaults to `32`.
+        standardize: bool. Then subtract each image's mean and divide by its
+            standard deviation (over height, width and channels, floored at
+            `1e-3` of the rescaled range), after rescaling: images of very
+            different brightness and contrast (dim fluorescence, bright
+            brightfield) reach the backbone on one scale. Padding pixels (0)
+            count in the statistics. Defaults to `False`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Examples:
@@ -69,7 +75,8 @@ class ImageRescaling(keras.layers.Layer):
     """
 
     def __init__(self, scale: float = 1.0 / 255.0, offset: float = 0.0,
-                 size_multiple: int = SIZE_MULTIPLE, **kwargs):
+                 size_multiple: int = SIZE_MULTIPLE, standardize: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(size_multiple, bool) or not isinstance(size_multiple, int) or (
                 size_multiple < 1):
@@ -80,6 +87,7 @@ class ImageRescaling(keras.layers.Layer):
         self.scale = float(scale)
         self.offset = float(offset)
         self.size_multiple = size_multiple
+        self.standardize = bool(standardize)
 
     def call(self, images):
         height, width = images.shape[1], images.shape[2]
@@ -90,8 +98,16 @@ class ImageRescaling(keras.layers.Layer):
             images = _assert_divisible(images, self.size_multiple,
                                        self._size_message("shown after this message"))
         images = ops.cast(images, self.compute_dtype)
-        return images * ops.cast(self.scale, self.compute_dtype) + ops.cast(
+        images = images * ops.cast(self.scale, self.compute_dtype) + ops.cast(
             self.offset, self.compute_dtype)
+        if not self.standardize:
+            return images
+        # Statistics in float32 even under mixed precision (sums of many pixels).
+        x = ops.cast(images, "float32")
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))
+        floor = 1e-3 * 255.0 * abs(self.scale)
+        return ops.cast((x - mean) / ops.maximum(std, floor), self.compute_dtype)
 
     def _size_message(self, size: str) -> str:
         return (
@@ -107,7 +123,7 @@ class ImageRescaling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset,
-                "size_multiple": self.size_multiple}
+                "size_multiple": self.size_multiple, "standardize": self.standardize}
 
 
 def _assert_divisible(images, multiple: int, message: str):
@@ -128,6 +144,7 @@ def image_trunk(
     blocks: Sequence[int] = (1, 1, 1, 1),
     fpn_channels: int = 64,
     alpha: float = 0.35,
+    standardize: bool = False,
     name: str = "trunk",
 ):
     """The shared stride-4 feature map of an image (backbone + FPN-lite neck).
@@ -145,6 +162,9 @@ def image_trunk(
             Defaults to `64`.
         alpha: float. MobileNetV2 width multiplier (ignored by ResNet).
             Defaults to `0.35`, its smallest published width.
+        standardize: bool. Standardize each image (zero mean, unit standard
+            deviation) before the backbone: `ImageRescaling(standardize=True)`.
+            Defaults to `False`.
         name: str. Prefix of the trunk's layer names. Defaults to `"trunk"`.
 
     Returns:
@@ -174,11 +194,11 @@ def image_trunk(
             f"Received: fpn_channels={fpn_channels!r}"
         )
     if backbone == "resnet_lite":
-        x = ImageRescaling(name=f"{name}_rescaling")(image_input)
+        x = ImageRescaling(standardize=standardize, name=f"{name}_rescaling")(image_input)
         features = _resnet_lite(x, widths, blocks, name)
     else:
         # MobileNetV2 expects pixels in [-1, 1].
-        x = ImageRescaling(scale=1.0 / 127.5, offset=-1.0,
+        x = ImageRescaling(scale=1.0 / 127.5, offset=-1.0, standardize=standardize,
                            name=f"{name}_rescaling")(image_input)
         features = _mobilenet_v2(x, alpha, name)
     return _fpn_lite(features, fpn_channels, name)

@@ -8,7 +8,9 @@ to `max_detections`.
 
 TensorFlow ops only (it goes into exported SavedModels that TF Serving, a C++
 server, runs: see DESIGN.md); any batch size and grid size.
-`detection_output_names(prefix)` names its outputs in serving signatures.
+`detection_output_names(prefix)` names its outputs in serving signatures;
+`normalized_yxyx` converts xyxy pixel boxes to the TF Object Detection API's
+`detection_boxes` format.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ def detection_output_names(prefix: str) -> dict:
 
     The TF Object Detection API's names: `<prefix>_boxes`, `<prefix>_scores`,
     `<prefix>_classes`, and `num_detections` for a task named `"detection"`,
-    else `<prefix>_num_detections`. One rule for the task's `postprocess`,
-    the COCO evaluator and the instance-mask outputs.
+    else `<prefix>_num_detections`; plus kerasmtl's own `<prefix>_boxes_xyxy`.
+    `<prefix>_boxes` has the OD API's format, `[ymin, xmin, ymax, xmax]`
+    normalised to the image (`normalized_yxyx`), so an OD API client reads it
+    right; `<prefix>_boxes_xyxy` is the same boxes as `[x1, y1, x2, y2]`
+    pixels, the format of kerasmtl's labels, metrics and instance masks.
+    One rule for the task's `postprocess`, the COCO evaluator and the
+    instance-mask outputs.
 
     Returns:
-        `{"boxes", "scores", "classes", "num_detections"}` -> output name.
+        `{"boxes", "boxes_xyxy", "scores", "classes", "num_detections"}` ->
+        output name.
 
     Examples:
 
@@ -38,6 +46,7 @@ def detection_output_names(prefix: str) -> dict:
     """
     return {
         "boxes": f"{prefix}_boxes",
+        "boxes_xyxy": f"{prefix}_boxes_xyxy",
         "scores": f"{prefix}_scores",
         "classes": f"{prefix}_classes",
         "num_detections": "num_detections" if prefix == "detection"
@@ -46,6 +55,26 @@ def detection_output_names(prefix: str) -> dict:
 
 
 @skip_autograph
+def normalized_yxyx(boxes_xyxy, height, width):
+    """xyxy pixel boxes `[..., 4]` -> `[ymin, xmin, ymax, xmax]` divided by
+    the image's `height` and `width` (scalars or `[batch]`, for `[batch, N,
+    4]` boxes): the TF Object Detection API's `detection_boxes` format. All-zero
+    padding rows stay zero.
+
+    Examples:
+
+    >>> normalized_yxyx([[10.0, 20.0, 30.0, 60.0]], 80, 40).numpy().tolist()
+    [[0.25, 0.25, 0.75, 0.75]]
+    """
+    boxes = tf.cast(tf.convert_to_tensor(boxes_xyxy), tf.float32)
+    height = tf.cast(height, tf.float32)
+    width = tf.cast(width, tf.float32)
+    if height.shape.rank == 1:  # one size per image of a [batch, N, 4] tensor
+        height, width = height[:, None], width[:, None]
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    return tf.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1)
+
+
 def decode_detections(
     raw,
     stride: int,

@@ -51,7 +51,7 @@ def instance_id_map(boxes, scores, num_detections, foreground):
 
     Args:
         boxes: float `[B, N, 4]` xyxy boxes in pixels (e.g.
-            `detection_boxes`).
+            `detection_boxes_xyxy`).
         scores: float `[B, N]` or None (then ties everywhere: the earlier
             row wins).
         num_detections: int `[B]`: rows after these are padding and ignored
@@ -172,7 +172,7 @@ def serving_instance_ids(outputs, detection: str = "detection",
     outputs (`model.postprocess(...)` or the exported signature's dict).
 
     Args:
-        outputs: dict with the detection task's `<prefix>_boxes`,
+        outputs: dict with the detection task's `<prefix>_boxes_xyxy`,
             `<prefix>_scores` and `num_detections` (`<prefix>_num_detections`
             for a task not named `"detection"`) and the segmentation task's
             class map under its name (class 0 = background).
@@ -189,7 +189,7 @@ def serving_instance_ids(outputs, detection: str = "detection",
     """
     names = detection_output_names(detection)
     count = names["num_detections"]
-    needed = [names["boxes"], names["scores"], count, segmentation]
+    needed = [names["boxes_xyxy"], names["scores"], count, segmentation]
     missing = [k for k in needed if k not in outputs]
     if missing:
         raise ValueError(

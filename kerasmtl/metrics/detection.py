@@ -54,7 +54,9 @@ COCO_AREA_RANGES = {
 
 def _prediction_keys(prefix: str) -> tuple[str, str, str, str]:
     names = detection_output_names(prefix)
-    return names["boxes"], names["scores"], names["classes"], names["num_detections"]
+    # The pixel xyxy boxes, not the OD API's normalised `<prefix>_boxes`.
+    return (names["boxes_xyxy"], names["scores"], names["classes"],
+            names["num_detections"])
 
 
 def _unbatch(batch: Mapping, keys: Sequence[str], count_key: str | None, what: str):
@@ -231,7 +233,7 @@ def coco_map(
             `Detection` label.
         detections: a list with one dict per image, `{"boxes", "scores",
             "classes"}`, or the padded arrays of `Detection.postprocess`
-            (`<prefix>_boxes`, `<prefix>_scores`, `<prefix>_classes` and
+            (`<prefix>_boxes_xyxy`, `<prefix>_scores`, `<prefix>_classes` and
             `num_detections` / `<prefix>_num_detections`).
         iou_thresholds: 1-D array of IoU thresholds. Defaults to COCO's
             0.50:0.05:0.95; `map_50` / `map_75` need 0.5 / 0.75 among them.
@@ -378,7 +380,7 @@ class DetectionEvaluator:
     >>> evaluator = DetectionEvaluator()
     >>> labels = {"boxes": np.array([[[0, 0, 10, 10], [0, 0, 0, 0]]], "float32"),
     ...           "classes": np.array([[1, -1]])}
-    >>> predictions = {"detection_boxes": np.array([[[0, 0, 10, 10]]], "float32"),
+    >>> predictions = {"detection_boxes_xyxy": np.array([[[0, 0, 10, 10]]], "float32"),
     ...                "detection_scores": np.array([[0.9]], "float32"),
     ...                "detection_classes": np.array([[1]]),
     ...                "num_detections": np.array([1])}

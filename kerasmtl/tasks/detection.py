@@ -23,6 +23,7 @@ from kerasmtl.layers.detection import CenterNetHead, centernet_targets
 from kerasmtl.layers.detection_decoding import (
     decode_detections,
     detection_output_names,
+    normalized_yxyx,
 )
 from kerasmtl.losses.detection import CenterNetLoss
 from kerasmtl.metrics.detection import DetectionEvaluator
@@ -66,9 +67,14 @@ class Detection(Task):
     max_detections]`, `detection_classes` int32 (0-based; `-1`, with box and
     score 0, on padding rows) and `num_detections` int32 `[B]`; other names
     use the task's name as the prefix (`<name>_boxes`, ...,
-    `<name>_num_detections`). The names are the TF Object Detection API's,
-    but boxes keep kerasmtl's one format, xyxy pixels (not its normalised
-    yxyx).
+    `<name>_num_detections`). The names are the TF Object Detection API's
+    and `detection_boxes` has its format too: `[ymin, xmin, ymax, xmax]`
+    normalised to the image (the model's input in `postprocess`; the
+    request's image, before padding, in an exported SavedModel). The same
+    boxes in kerasmtl's own format, `[x1, y1, x2, y2]` pixels, are
+    `detection_boxes_xyxy` (what the metrics and instance masks read).
+    Unlike the OD API, `detection_classes` are int32 and 0-based (the
+    OD API's are float and 1-based).
 
     Metrics (cheap proxies; mAP comes from `kerasmtl.metrics.detection`):
     `center_score`, the mean heat-map probability of each object's class at
@@ -104,8 +110,9 @@ class Detection(Task):
     >>> sorted(task.label_shape)
     ['boxes', 'classes']
     >>> raw = np.zeros((1, 8, 8, 7), "float32")
-    >>> sorted(task.postprocess(raw))
-    ['detection_boxes', 'detection_classes', 'detection_scores', 'num_detections']
+    >>> sorted(task.postprocess(raw))  # doctest: +NORMALIZE_WHITESPACE
+    ['detection_boxes', 'detection_boxes_xyxy', 'detection_classes',
+     'detection_scores', 'num_detections']
     """
 
     kind = "detection"
@@ -406,16 +413,25 @@ class Detection(Task):
             score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
             top_k=self.top_k,
         )
-        return {self.output_names()[key]: value for key, value in decoded.items()}
+        names = self.output_names()
+        outputs = {names[key]: value for key, value in decoded.items() if key != "boxes"}
+        grid = tf.shape(y_pred)[1:3] * self.stride
+        outputs[names["boxes_xyxy"]] = decoded["boxes"]
+        outputs[names["boxes"]] = normalized_yxyx(decoded["boxes"], grid[0], grid[1])
+        return outputs
 
     def serving_outputs(self, y_pred, geometry=None):
         # Decoded on the whole (padded) heat map, as the model saw it; then
-        # the raw heat map is cropped and the boxes clipped to the image.
+        # the raw heat map is cropped, the pixel boxes clipped to the image
+        # and the OD API boxes normalised by the image's own size.
         outputs = super().serving_outputs(y_pred, geometry)
         if geometry is not None:
-            boxes = self.output_names()["boxes"]
+            names = self.output_names()
             outputs[self.raw_output_name] = geometry.crop(outputs[self.raw_output_name])
-            outputs[boxes] = geometry.clip_boxes(outputs[boxes])
+            xyxy = geometry.clip_boxes(outputs[names["boxes_xyxy"]])
+            outputs[names["boxes_xyxy"]] = xyxy
+            outputs[names["boxes"]] = normalized_yxyx(xyxy, geometry.image_size[0],
+                                                      geometry.image_size[1])
         return outputs
 
     # -- config ---------------------------------------------------------------
