@@ -74,7 +74,6 @@ from bench_common import limit_threads, percent  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
-from kerasmtl.data.vision.augment import VisionAugment  # noqa: E402
 from kerasmtl.data.vision.nuclei import read_instance_mask_folder  # noqa: E402
 from kerasmtl.data.vision.pipeline import vision_dataset  # noqa: E402
 from kerasmtl.layers.instance_masks import serving_instance_ids  # noqa: E402
@@ -82,6 +81,7 @@ from kerasmtl.metrics.detection import coco_map  # noqa: E402
 from kerasmtl.metrics.instance import mean_dsb2018_score  # noqa: E402
 from kerasmtl.tasks.detection import Detection  # noqa: E402
 from kerasmtl.tasks.segmentation import Segmentation  # noqa: E402
+from zoo.vision import NUCLEI_AUGMENT  # noqa: E402
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
 TARGETS = {"map_50": 0.80, "foreground_iou": 0.85, "delta_m": 0.0}  # issue 8
@@ -136,8 +136,7 @@ def main(argv=None) -> int:
     print(f"data: {root}: {len(train)} train / {len(dev)} dev images, "
           f"{train.num_boxes} / {dev.num_boxes} nuclei, up to {most} per image "
           f"(read in {time.perf_counter() - start:.0f} s)")
-    augment = VisionAugment(flip_horizontal=True, flip_vertical=True, rotate90=True,
-                            scale=(0.8, 1.25), brightness=0.1, contrast=0.2)
+    augment = NUCLEI_AUGMENT  # the zoo recipe's augmentation of nuclei folders
     train_ds = vision_dataset(train, batch_size=args.batch_size, max_boxes=MAX_BOXES,
                               image_size=(args.crop, args.crop), fit="crop",
                               shuffle=True, seed=args.seed, augment=augment,

@@ -41,7 +41,7 @@ from zoo.training import TrainingData, cosine_adam
 DETECTION, SEGMENTATION = "detection", "segmentation"
 SHAPES_IMAGE_SIZE = (64, 64)  # the tuned size: shapes stay visible, CPU is quick
 SHAPES_TRAIN, SHAPES_DEV = 2000, 400  # images of the `shapes` recipe
-# Training augmentation of nuclei folders (the settings of benchmarks/nuclei.py).
+# Training augmentation of nuclei folders (benchmarks/nuclei.py uses it too).
 NUCLEI_AUGMENT = VisionAugment(flip_horizontal=True, flip_vertical=True, rotate90=True,
                                scale=(0.8, 1.25), brightness=0.1, contrast=0.2)
 

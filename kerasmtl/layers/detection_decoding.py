@@ -57,9 +57,9 @@ def detection_output_names(prefix: str) -> dict:
 @skip_autograph
 def normalized_yxyx(boxes_xyxy, height, width):
     """xyxy pixel boxes `[..., 4]` -> `[ymin, xmin, ymax, xmax]` divided by
-    the image's `height` and `width` (scalars or `[batch]`, for `[batch, N,
-    4]` boxes): the TF Object Detection API's `detection_boxes` format. All-zero
-    padding rows stay zero.
+    the image's `height` and `width` (scalars: one size for the batch, as
+    the model and the export see it): the TF Object Detection API's
+    `detection_boxes` format. All-zero padding rows stay zero.
 
     Examples:
 
@@ -69,8 +69,6 @@ def normalized_yxyx(boxes_xyxy, height, width):
     boxes = tf.cast(tf.convert_to_tensor(boxes_xyxy), tf.float32)
     height = tf.cast(height, tf.float32)
     width = tf.cast(width, tf.float32)
-    if height.shape.rank == 1:  # one size per image of a [batch, N, 4] tensor
-        height, width = height[:, None], width[:, None]
     x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
     return tf.stack([y1 / height, x1 / width, y2 / height, x2 / width], axis=-1)
 
