@@ -160,7 +160,7 @@ class GradientBalancingMixin:
         if "weight" in self._mtl_metrics:
             self._track_weights()
         self._count_skipped(ok)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.train_step_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _parameter_gradients(self, tape, scaled, variables, replicas):
         per_task = [tape.gradient(scaled[t], variables) for t in range(len(self._tasks))]

@@ -157,7 +157,8 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
 
     # -- compile --------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss="auto", metrics="auto", **kwargs):
+    def compile(self, optimizer="rmsprop", loss="auto", metrics="auto",
+                train_metrics=True, **kwargs):
         """Configures training; losses and metrics default to the tasks' own.
 
         Args:
@@ -167,6 +168,12 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
                 tasks, per example otherwise, and masked either way).
             metrics: `"auto"`, or a dict mapping task names to `"auto"` or a
                 list of Keras metrics (names or objects).
+            train_metrics: bool. Compute the tasks' metrics in training steps
+                too. `False` computes them in evaluation only (`evaluate`,
+                the dev pass of `fit`): training logs then hold the losses and
+                weights alone, and steps whose metrics cost real work (a CRF
+                task's Viterbi decoding and entity chunking) get cheaper.
+                Defaults to `True`.
             **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
                 `jit_compile`, ...). `loss_weights` is not accepted: use a
                 task's `loss_weight` or `weighting=Static(...)`.
@@ -211,9 +218,11 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             trackers["skipped"] = keras.metrics.Sum(name="weighting/skipped_steps")
         object.__setattr__(self, "_mtl_metrics", trackers)
         self._build_task_metrics()
-        self._compile_config = _SerializableCompileConfig(
-            optimizer=self.optimizer, loss=loss, metrics=metrics, **kwargs
-        )
+        self._train_metrics = bool(train_metrics)
+        config = dict(optimizer=self.optimizer, loss=loss, metrics=metrics, **kwargs)
+        if not train_metrics:  # absent when True: configs saved before it load alike
+            config["train_metrics"] = False
+        self._compile_config = _SerializableCompileConfig(**config)
 
     def _per_task_argument(self, argument, value):
         if isinstance(value, str) and value == "auto" or value is None:
@@ -342,6 +351,15 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
                 sample_weight=sample_weights[task.name],
             )
         return self.get_metrics_result()
+
+    def train_step_metrics(self, x, y, y_pred, sample_weight=None):
+        """What a train step returns: `compute_metrics`, or without the tasks'
+        metrics when compiled with `train_metrics=False`."""
+        if getattr(self, "_train_metrics", True):
+            return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        skipped = {m.name for group in self._mtl_metrics["task"].values() for m in group}
+        return {name: value for name, value in self.get_metrics_result().items()
+                if name not in skipped}
 
     def soft_sharing_penalty(self):
         """The soft-sharing L2 penalty (already multiplied by its strength).
@@ -478,7 +496,7 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             self._count_skipped(ok)
         else:
             warnings.warn("The model does not have any trainable weights.", stacklevel=2)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.train_step_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # -- serving --------------------------------------------------------------
 

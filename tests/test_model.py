@@ -201,6 +201,30 @@ def test_recompile_replaces_metrics():
     assert "size/mae" not in logs and "species/accuracy" in logs
 
 
+@pytest.mark.parametrize("weighting", [None, "pcgrad"])
+def test_train_metrics_false_computes_task_metrics_in_evaluation_only(weighting, tmp_path):
+    x, y = synthetic_tabular(64, missing_rate=0.2, seed=0)
+    tasks = synthetic_tabular_tasks()
+    model = tiny_model(tasks, **({"weighting": mtl.weighting.PCGrad()} if weighting else {}))
+    model.compile(optimizer="adam", train_metrics=False)
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+                        validation_data=(x[:32], {k: v[:32] for k, v in y.items()}))
+    logs = set(history.history)
+    assert {"loss", "loss/species", "weight/tags", "val_species/accuracy",
+            "val_size/mae", "val_tags/f1"} <= logs, sorted(logs)
+    assert not {"species/accuracy", "size/mae", "tags/f1"} & logs, sorted(logs)
+    assert_finite_logs(history)
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert 0.0 <= evaluated["species/accuracy"] <= 1.0
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded._train_metrics is False
+    assert "species/accuracy" not in loaded.fit(x, y, epochs=1, verbose=0).history
+    model.compile(optimizer="adam")  # the default computes them again
+    assert "species/accuracy" in model.fit(x, y, epochs=1, verbose=0).history
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
