@@ -147,17 +147,22 @@ def _parser() -> argparse.ArgumentParser:
                        "figures)")
     train.add_argument("--early-stopping", type=_non_negative_int, default=None,
                        metavar="PATIENCE",
-                       help="stop when the dev loss (val_loss, all tasks' weighted "
-                       "losses on the dev split) has not improved for PATIENCE epochs, "
-                       "and keep the weights of its best epoch; 0 turns it off "
-                       "(default: the model's recipe's, else off)")
+                       help="stop when the monitored dev value (--monitor) has not "
+                       "improved for PATIENCE epochs, and keep the weights of its best "
+                       "epoch; 0 turns it off (default: the model's recipe's, else off)")
+    train.add_argument("--monitor", default=None, metavar="KEY",
+                       help="what --early-stopping and the best checkpoint watch: "
+                       "val_loss (all tasks' weighted losses on the dev split), joint "
+                       "(the mean of the tasks' primary dev metrics, e.g. UPOS "
+                       "accuracy and NER entity F1) or any value the log shows, e.g. "
+                       "val_ner/entity_f1 (default: the model's recipe's, else val_loss)")
     train.add_argument("--tensorboard", default=None, metavar="DIR",
                        help="write TensorBoard logs here: per-task losses, weights "
                        "and metrics on train and dev, and the learning rate, per epoch")
     train.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                        help="back up the run after each epoch (DIR/backup: weights, "
-                       "optimizer, epoch) and keep the model with the best dev loss "
-                       "in DIR/best.keras")
+                       "optimizer, epoch) and keep the model with the best monitored "
+                       "dev value (--monitor) in DIR/best.keras")
     train.add_argument("--resume", action="store_true",
                        help="continue the run backed up in --checkpoint-dir (same "
                        "model, data and settings) from its last finished epoch")
@@ -323,7 +328,8 @@ def _train(args) -> int:
         export_dir=args.export_dir or os.path.join("exported", args.model),
         preset=args.preset, save_preset=args.save_preset,
         command=_command_line(args),
-        early_stopping=args.early_stopping, tensorboard_dir=args.tensorboard,
+        early_stopping=args.early_stopping, monitor=args.monitor,
+        tensorboard_dir=args.tensorboard,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume,
     )
     return 0

@@ -191,6 +191,41 @@ def test_early_stopping_from_the_recipe_stops_and_restores_the_best_epoch(
             f"best epoch {best + 1} (val_loss={val_loss[best]:.4f}) restored") in lines
 
 
+def test_early_stopping_on_the_joint_dev_metric_keeps_its_best_epoch(
+        recipe_with_patience):
+    name, scramble, lines = recipe_with_patience, Scramble(), []
+    result = training.train_zoo_model(name, "synthetic", monitor="joint",
+                                      callbacks=[scramble], print_fn=lines.append)
+    history = result["history"]
+    # The mean of the primary dev metrics, negated where lower is better (MAE).
+    want = (np.array(history["val_species/accuracy"]) - np.array(history["val_size/mae"])
+            + np.array(history["val_tags/f1"])) / 3
+    np.testing.assert_allclose(history["val_joint"], want, rtol=1e-6)
+    joint = history["val_joint"]
+    assert len(joint) <= 3 < 6 and joint[-1] < max(joint), joint
+    best = int(np.argmax(joint))
+    for got, wanted in zip(result["model"].get_weights(), scramble.weights[best]):
+        np.testing.assert_array_equal(got, wanted)
+    assert "early_stopping=1 on val_joint (recipe)" in " ".join(lines)
+    assert any(line.startswith("early stopping: stopped after epoch") and
+               f"best epoch {best + 1} (val_joint=" in line for line in lines), lines
+
+
+def test_a_monitor_that_is_not_logged_stops_the_run_with_the_logged_keys(tmp_path, capsys):
+    code = cli.main(["train", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "2",
+                     "--early-stopping", "1", "--monitor", "val_species/f1", *FAST,
+                     *outputs(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--monitor 'val_species/f1' is not among the values logged after epoch 1" in err
+    assert "'val_species/accuracy'" in err
+    with pytest.raises(ValueError, match=r"`monitor` must be a str"):
+        registry.register_model(lambda: None, recipe={"monitor": 3})
+    assert cli._parser().parse_args(["train", "m", "--data", "d"]).monitor is None
+    assert cli._parser().parse_args(
+        ["train", "m", "--data", "d", "--monitor", "joint"]).monitor == "joint"
+
+
 # -- --checkpoint-dir and --resume -------------------------------------------------------
 
 

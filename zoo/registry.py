@@ -46,7 +46,9 @@ _RECIPE_KEYS = {
     "batch_size": "an int >= 1",
     "optimizer": "a callable `(steps_per_epoch, epochs) -> keras optimizer`",
     "model_kwargs": "a dict of factory arguments",
-    "early_stopping": "an int >= 0 (patience in epochs on the dev loss; 0: off)",
+    "early_stopping": "an int >= 0 (patience in epochs on the monitored dev value; 0: off)",
+    "train_metrics": "a bool (compute the tasks' metrics in training steps too)",
+    "monitor": "a str: 'val_loss', 'joint' or a value fit logs (e.g. 'val_ner/entity_f1')",
 }
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -71,8 +73,10 @@ def register_model(
     the data does not know its length) and `model_kwargs` (factory arguments
     the recipe trains with, e.g. `{"lstm_units": 128}`) and `early_stopping`
     (patience in epochs on the dev loss, with the best epoch's weights
-    restored; 0: off). `kerasmtl train` uses them where its flags are not
-    given."""
+    restored; 0: off) and `monitor` (what early stopping watches instead of
+    the dev loss: `"joint"` or a logged key) and `train_metrics` (False:
+    the tasks' metrics on the dev pass only, see `MultiTaskModel.compile`).
+    `kerasmtl train` uses them where its flags are not given."""
 
     def register(factory: Callable) -> Callable:
         name = factory.__name__
@@ -102,6 +106,10 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
             valid = isinstance(value, int) and not isinstance(value, bool) and value >= least
         elif key == "optimizer":
             valid = callable(value)
+        elif key == "monitor":
+            valid = isinstance(value, str) and bool(value)
+        elif key == "train_metrics":
+            valid = isinstance(value, bool)
         else:
             valid = isinstance(value, dict)
         if not valid:

@@ -134,6 +134,9 @@ class Settings:
     # Patience in epochs on the dev loss (0: off), and where it came from.
     early_stopping: int = 0
     early_stopping_source: str = "default"
+    # What early stopping and the best checkpoint watch (a logged key).
+    monitor: str = training_callbacks.MONITOR
+    monitor_source: str = "default"
 
     def make_optimizer(self, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
         """A fresh optimizer for a run of `steps_per_epoch` steps per epoch."""
@@ -161,13 +164,14 @@ class Settings:
                 f"optimizer={type(optimizer).__name__}(learning_rate={rate}) "
                 f"({self.sources['optimizer']})"
                 + (f", early_stopping={self.early_stopping} on "
-                   f"{training_callbacks.MONITOR} ({self.early_stopping_source})"
+                   f"{self.monitor} ({self.early_stopping_source})"
                    if self.early_stopping else ""))
 
 
 def training_settings(name: str, *, epochs: int | None = None,
                       batch_size: int | None = None, optimizer=None,
-                      early_stopping: int | None = None) -> Settings:
+                      early_stopping: int | None = None,
+                      monitor: str | None = None) -> Settings:
     """Fills the settings not given (None) from zoo model `name`'s recipe,
     then from the global defaults (early stopping: off), and checks them."""
     recipe = get_entry(name).recipe
@@ -190,8 +194,15 @@ def training_settings(name: str, *, epochs: int | None = None,
     else:
         patience, patience_source = 0, "default"
     training_callbacks.check_early_stopping(patience)
+    if monitor is not None:
+        watched, watched_source = monitor, "given"
+    else:
+        watched = recipe.get("monitor", training_callbacks.MONITOR)
+        watched_source = "recipe" if "monitor" in recipe else "default"
     return Settings(sources=sources, early_stopping=patience,
-                    early_stopping_source=patience_source, **values)
+                    early_stopping_source=patience_source,
+                    monitor=training_callbacks.monitor_key(watched),
+                    monitor_source=watched_source, **values)
 
 
 def _steps_per_epoch(train, batch_size: int) -> int | None:
@@ -217,6 +228,7 @@ def train_zoo_model(
     save_preset: str | None = None,
     command: str | None = None,
     early_stopping: int | None = None,
+    monitor: str | None = None,
     tensorboard_dir: str | None = None,
     checkpoint_dir: str | None = None,
     resume: bool = False,
@@ -249,6 +261,11 @@ def train_zoo_model(
         early_stopping: int or None. Stop after this many epochs without a
             lower dev loss (`val_loss`) and restore the best epoch's weights;
             0 turns it off. None: the recipe's, else off.
+        monitor: str or None. What early stopping and the best checkpoint
+            watch: `"val_loss"`, `"joint"` (the mean of the tasks' primary
+            dev metrics, see `zoo.training_callbacks.JointDevMetric`) or any
+            value `fit` logs (e.g. `"val_ner/entity_f1"`). None: the
+            recipe's, else `"val_loss"`.
         tensorboard_dir: str or None. Write TensorBoard logs here (every
             value `fit` logs, per task, and the learning rate).
         checkpoint_dir: str or None. Back the run up here after each epoch
@@ -264,7 +281,8 @@ def train_zoo_model(
     """
     start = time.perf_counter()
     settings = training_settings(name, epochs=epochs, batch_size=batch_size,
-                                 optimizer=optimizer, early_stopping=early_stopping)
+                                 optimizer=optimizer, early_stopping=early_stopping,
+                                 monitor=monitor)
     has_backup = training_callbacks.check_checkpoint_dir(checkpoint_dir, resume=resume)
     data = load_training_data(name, spec, batch_size=settings.batch_size, seed=seed,
                               dev_fraction=dev_fraction)
@@ -275,7 +293,8 @@ def train_zoo_model(
     model = _build(name, data, data.tasks, weighting)
     if preset is not None:
         _start_from_preset(name, preset, model, print_fn)
-    model.compile(optimizer=settings.make_optimizer(steps))
+    model.compile(optimizer=settings.make_optimizer(steps),
+                  train_metrics=get_entry(name).recipe.get("train_metrics", True))
     if checkpoint_dir:
         record = training_callbacks.run_record(
             name, spec, model=model, settings=settings, seed=seed,
@@ -284,7 +303,7 @@ def train_zoo_model(
             checkpoint_dir, record, has_backup=has_backup, resume=resume, print_fn=print_fn)
     run_callbacks = training_callbacks.run_callbacks(
         early_stopping=settings.early_stopping, tensorboard_dir=tensorboard_dir,
-        checkpoint_dir=checkpoint_dir)
+        checkpoint_dir=checkpoint_dir, monitor=settings.monitor, tasks=model.tasks)
     x, y = _split(data.train)
     history = model.fit(x, y, epochs=settings.epochs,
                         batch_size=None if y is None else settings.batch_size,
