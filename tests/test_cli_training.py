@@ -226,6 +226,29 @@ def test_a_monitor_that_is_not_logged_stops_the_run_with_the_logged_keys(tmp_pat
         ["train", "m", "--data", "d", "--monitor", "joint"]).monitor == "joint"
 
 
+def test_a_recipes_weighting_trains_the_model_unless_one_is_given(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    base = registry.get_entry("tabular_mtl_mlp")
+
+    def weighted_mlp(**kwargs):
+        return base.factory(**kwargs)
+
+    registry.register_model(weighted_mlp, data=base.data, recipe={
+        "epochs": 1, "batch_size": 500,
+        "weighting": "static:weights={'species': 1.0, 'size': 0.5, 'tags': 2.0}"})
+    lines = []
+    model = training.train_zoo_model("weighted_mlp", "synthetic",
+                                     print_fn=lines.append)["model"]
+    assert type(model.weighting).__name__ == "Static"
+    assert model.weighting.get_config()["weights"] == {"species": 1.0, "size": 0.5, "tags": 2.0}
+    assert "weighting: static:weights={'species': 1.0, 'size': 0.5, 'tags': 2.0} (recipe)" in lines
+    given = training.train_zoo_model("weighted_mlp", "synthetic", print_fn=lambda s: None,
+                                     weighting=weighting_spec.weighting_factory("pcgrad"))
+    assert type(given["model"].weighting).__name__ == "PCGrad"
+    with pytest.raises(ValueError, match=r"(?i)unknown.*nope|nope"):
+        registry.register_model(lambda: None, recipe={"weighting": "nope"})
+
+
 # -- --checkpoint-dir and --resume -------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ _RECIPE_KEYS = {
     "optimizer": "a callable `(steps_per_epoch, epochs) -> keras optimizer`",
     "model_kwargs": "a dict of factory arguments",
     "early_stopping": "an int >= 0 (patience in epochs on the monitored dev value; 0: off)",
+    "weighting": "a str as --weighting takes (e.g. \"static:weights={'pos': 1.0, 'ner': 2.0}\")",
     "train_metrics": "a bool (compute the tasks' metrics in training steps too)",
     "monitor": "a str: 'val_loss', 'joint' or a value fit logs (e.g. 'val_ner/entity_f1')",
 }
@@ -75,7 +76,9 @@ def register_model(
     (patience in epochs on the dev loss, with the best epoch's weights
     restored; 0: off) and `monitor` (what early stopping watches instead of
     the dev loss: `"joint"` or a logged key) and `train_metrics` (False:
-    the tasks' metrics on the dev pass only, see `MultiTaskModel.compile`).
+    the tasks' metrics on the dev pass only, see `MultiTaskModel.compile`)
+    and `weighting` (the loss weighting or balancer, spelled as `--weighting`
+    takes it, for the multi-task model).
     `kerasmtl train` uses them where its flags are not given."""
 
     def register(factory: Callable) -> Callable:
@@ -110,6 +113,12 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
             valid = isinstance(value, str) and bool(value)
         elif key == "train_metrics":
             valid = isinstance(value, bool)
+        elif key == "weighting":
+            valid = isinstance(value, str) and bool(value)
+            if valid:  # a bad name or argument fails at registration, not in a run
+                from kerasmtl.weighting_spec import weighting_factory
+
+                weighting_factory(value)
         else:
             valid = isinstance(value, dict)
         if not valid:

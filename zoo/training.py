@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 import kerasmtl as mtl
+from kerasmtl import weighting_spec
 from zoo import training_callbacks
 from zoo.registry import create_model, get_entry
 
@@ -245,7 +246,7 @@ def train_zoo_model(
             recipe's, else 5 epochs, batches of 32 and Adam. `optimizer` is
             a name, an Optimizer or `(steps_per_epoch, epochs) -> Optimizer`.
         weighting: a zero-argument factory of the loss weighting, or None
-            (the model's default).
+            (the recipe's `weighting`, else the model's default).
         dev_fraction: float or None. Share held out for dev when the data has
             no dev split (see `load_training_data`). Defaults to the recipe's.
         save_path: str or None. Where to save the `.keras` model.
@@ -290,7 +291,9 @@ def train_zoo_model(
     steps = _steps_per_epoch(data.train, settings.batch_size)
     print_fn(f"training: {settings.describe(steps)}")
     keras.utils.set_random_seed(seed)
-    model = _build(name, data, data.tasks, weighting)
+    if weighting is None and "weighting" in get_entry(name).recipe:
+        print_fn(f"weighting: {get_entry(name).recipe['weighting']} (recipe)")
+    model = _build(name, data, data.tasks, _weighting(name, weighting))
     if preset is not None:
         _start_from_preset(name, preset, model, print_fn)
     model.compile(optimizer=settings.make_optimizer(steps),
@@ -376,7 +379,7 @@ def compare_zoo_model(
                  else f"the single-task baseline of '{names[0]}'")
         print_fn(f"[{len(built)}/{len(data.tasks) + 1}] training {which} for "
                  f"{epochs} epoch(s)")
-        return _build(name, data, tasks, weighting)
+        return _build(name, data, tasks, _weighting(name, weighting))
 
     comparison = mtl.evaluation.compare_with_single_task(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
@@ -422,6 +425,15 @@ def _add_zoo_metrics(name: str, model, dev, report: dict) -> dict:
         for task_name, values in evaluate(model, dev).items():
             report.setdefault(task_name, {}).update(values)
     return report
+
+
+def _weighting(name: str, weighting):
+    """The weighting factory given, else the recipe's (a `--weighting`
+    spelling), else None (the model's default)."""
+    if weighting is not None:
+        return weighting
+    spec = get_entry(name).recipe.get("weighting")
+    return None if spec is None else weighting_spec.weighting_factory(spec)
 
 
 def _build(name: str, data: TrainingData, tasks, weighting):
