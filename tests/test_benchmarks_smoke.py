@@ -56,7 +56,18 @@ def test_tagging_speed_quick_prints_the_speed_up_and_checks_the_tags():
     out = run_benchmark("tagging_speed.py", "--quick")
     assert re.search(r"^same tags on \d+ dev sentences: True$", out, re.M), out
     assert re.search(r"^  speed-up current / baseline: \d+\.\d+x$", out, re.M), out
-    assert len(re.findall(r"^padding share with buckets .*: \d+\.\d%$", out, re.M)) == 2, out
+    assert len(re.findall(r"^padding share, (baseline|current) buckets .*: \d+\.\d%$",
+                          out, re.M)) == 2, out
+
+
+@pytest.mark.large
+def test_tagging_methods_quick_prints_a_delta_m_row_per_method():
+    out = run_benchmark("tagging_methods.py", "--quick", "--methods", "equal,pcgrad")
+    for label in ("pos only", "ner only"):
+        assert re.search(rf"^\| {label} \| .* \| – \| \d+ \|$", out, re.M), out
+    for method in ("equal", "pcgrad"):
+        assert re.search(rf"^\| {method} \| \d+\.\d\d \| \d+\.\d\d \| [+-]\d+\.\d\d% \| \d+ \|$",
+                         out, re.M), out
 
 
 @pytest.mark.large

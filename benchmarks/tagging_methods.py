@@ -1,0 +1,150 @@
+"""Joint POS + NER: Δm of every loss weighting and gradient balancer, one table.
+
+Trains the zoo's `pos_ner_bilstm_crf` on UD English-EWT + Universal NER
+(`../shared/data/ud_ewt_uner`) once per method named in `--methods` (each a
+`--weighting` spelling: `equal`, `uncertainty`, `pcgrad`,
+`"static:weights={'pos': 1.0, 'ner': 2.0}"`, ...), and the single-task POS
+and NER models once, all with the recipe's model, data pipeline and
+optimizer (a cosine decay over `--epochs`), the same seed and budget. Each
+model's dev UPOS accuracy and NER entity F1 are recorded after every epoch
+(the learning curves), and the table gives, per method, the last epoch's
+figures, Δm against the single-task models (Maninis et al. 2019, positive:
+the joint model is better) and seconds per epoch.
+
+The last epoch's figures are reported (not the best epoch's), so nothing
+is chosen on dev. One seed: differences under about one F1 point are within
+what a second seed moves. Nothing here asserts a wall-clock number; the load
+average is printed.
+
+Usage:
+    python benchmarks/tagging_methods.py                       # 8 epochs, 7 methods: ~40 min on 2 cores
+    python benchmarks/tagging_methods.py --epochs 4 --methods equal,pcgrad
+    python benchmarks/tagging_methods.py --quick               # synthetic corpus, tiny model, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
+
+from bench_common import limit_threads, load_average  # noqa: E402
+
+import kerasmtl as mtl  # noqa: E402
+from kerasmtl import weighting_spec  # noqa: E402
+from zoo import registry, training  # noqa: E402
+
+DATA = REPO_ROOT.parent / "shared" / "data" / "ud_ewt_uner"
+NAME = "pos_ner_bilstm_crf"
+METHODS = ["equal", "static:weights={'pos': 1.0, 'ner': 2.0}", "uncertainty", "dwa",
+           "famo", "pcgrad", "upgrad"]
+METRICS = {"pos": "accuracy", "ner": "entity_f1"}
+
+
+def train_one(data, tasks, weighting, epochs: int, model_kwargs: dict) -> dict:
+    """Trains one model on `tasks`; returns its dev curves and seconds per epoch."""
+    keras.utils.set_random_seed(0)
+    kwargs = dict(model_kwargs, **data.model_kwargs, tasks=list(tasks))
+    if weighting is not None and len(tasks) > 1:
+        kwargs["weighting"] = weighting()
+    model = registry.create_model(NAME, **kwargs)
+    entry = registry.get_entry(NAME)
+    settings = training.training_settings(NAME, epochs=epochs)
+    steps = training._steps_per_epoch(data.train, settings.batch_size)
+    model.compile(optimizer=settings.make_optimizer(steps),
+                  train_metrics=entry.recipe.get("train_metrics", True))
+    names = [t.name for t in tasks]
+    train = data.train.map(lambda x, y: (x, {n: y[n] for n in names}))
+    dev = data.dev.map(lambda x, y: (x, {n: y[n] for n in names}))
+    start = time.perf_counter()
+    history = model.fit(train, validation_data=dev, epochs=epochs, verbose=0).history
+    seconds = (time.perf_counter() - start) / epochs
+    return {"curves": {n: [float(v) for v in history[f"val_{n}/{METRICS[n]}"]]
+                       for n in names},
+            "seconds_per_epoch": seconds}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic corpus, tiny model: checks that it runs")
+    parser.add_argument("--data", default=str(DATA), help="ud_ewt_uner folder")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated --weighting spellings; a spelling "
+                        "holding commas goes in a separate --method")
+    parser.add_argument("--method", action="append", default=[],
+                        help="one more method (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    print(limit_threads(args.threads))
+    methods = (args.methods.split(",") if args.methods else
+               ([] if args.method else list(METHODS))) + args.method
+    factories = {m: weighting_spec.weighting_factory(m) for m in methods}  # checks early
+
+    spec, model_kwargs = str(args.data), dict(registry.get_entry(NAME).recipe["model_kwargs"])
+    if args.quick:
+        spec, args.epochs = "synthetic", min(args.epochs, 2)
+        model_kwargs = {"word_dim": 16, "char_dim": 8, "char_filters": 8, "lstm_units": 16}
+    elif not (Path(spec) / "joined").is_dir():
+        print(f"skipped: no UD-EWT/UNER data at {spec} (see ../shared/data/README.md)")
+        return 0
+    data = training.load_training_data(NAME, spec, batch_size=32, seed=0)
+    if args.quick:  # the synthetic corpus, scored on part of its dev split
+        data.dev = data.dev.take(2)
+    print(f"{data.summary}; {args.epochs} epochs per model, seed 0")
+    by_name = {t.name: t for t in data.tasks}
+
+    results = {}
+    for task in ("pos", "ner"):
+        results[f"{task} only"] = train_one(data, [by_name[task]], None, args.epochs,
+                                            model_kwargs)
+        print(f"  {task} only: {results[f'{task} only']['curves'][task][-1]:.4f}", flush=True)
+    single = {t: results[f"{t} only"]["curves"][t][-1] for t in ("pos", "ner")}
+    for method in methods:
+        result = train_one(data, data.tasks, factories[method], args.epochs, model_kwargs)
+        last = {t: result["curves"][t][-1] for t in ("pos", "ner")}
+        try:
+            result["delta_m"] = mtl.evaluation.delta_m(last, single,
+                                                       {"pos": True, "ner": True})
+        except ValueError as error:  # a single-task figure of 0: no relative change
+            print(f"  {method}: no Δm ({error})")
+            result["delta_m"] = None
+        results[method] = result
+        print(f"  {method}: UPOS {last['pos']:.4f}, NER F1 {last['ner']:.4f}", flush=True)
+
+    print(f"\ndev, after epoch {args.epochs} (UPOS accuracy / NER entity F1 in %; Δm "
+          "against the single-task models):\n")
+    print("| model | UPOS | NER F1 | Δm | s/epoch |")
+    print("|---|---|---|---|---|")
+    for label, result in results.items():
+        curves = result["curves"]
+        pos = f"{100 * curves['pos'][-1]:.2f}" if "pos" in curves else "–"
+        ner = f"{100 * curves['ner'][-1]:.2f}" if "ner" in curves else "–"
+        dm = ("–" if "delta_m" not in result else "n/a" if result["delta_m"] is None
+              else f"{100 * result['delta_m']:+.2f}%")
+        print(f"| {label} | {pos} | {ner} | {dm} | {result['seconds_per_epoch']:.0f} |")
+    print("\nlearning curves (dev, per epoch):")
+    for label, result in results.items():
+        for task, curve in result["curves"].items():
+            print(f"  {label:45s} {task}: " + " ".join(f"{100 * v:.1f}" for v in curve))
+    print(f"load average at the end: {load_average()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"epochs": args.epochs, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
