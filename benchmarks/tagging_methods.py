@@ -58,11 +58,10 @@ def train_one(data, tasks, weighting, epochs: int, model_kwargs: dict) -> dict:
     if weighting is not None and len(tasks) > 1:
         kwargs["weighting"] = weighting()
     model = registry.create_model(NAME, **kwargs)
-    entry = registry.get_entry(NAME)
     settings = training.training_settings(NAME, epochs=epochs)
     steps = training._steps_per_epoch(data.train, settings.batch_size)
     model.compile(optimizer=settings.make_optimizer(steps),
-                  train_metrics=entry.recipe.get("train_metrics", True))
+                  train_metrics=settings.train_metrics)
     names = [t.name for t in tasks]
     train = data.train.map(lambda x, y: (x, {n: y[n] for n in names}))
     dev = data.dev.map(lambda x, y: (x, {n: y[n] for n in names}))

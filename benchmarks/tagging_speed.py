@@ -43,7 +43,7 @@ from bench_common import limit_threads  # noqa: E402
 import kerasmtl as mtl  # noqa: E402
 import zoo  # noqa: E402
 import zoo.tagging  # noqa: E402
-from zoo.training import load_training_data  # noqa: E402
+from zoo.training import load_training_data, training_settings  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "ud_ewt_uner"
 NAME = "pos_ner_bilstm_crf"
@@ -104,8 +104,7 @@ def main(argv=None) -> int:
 
     spec = "synthetic" if args.quick else args.data
     data = load_training_data(NAME, spec, batch_size=32, seed=0)
-    entry = zoo.registry.get_entry(NAME)
-    sizes = entry.recipe["model_kwargs"]
+    sizes = zoo.registry.get_entry(NAME).recipe["model_kwargs"]
     if args.quick:
         sizes = {"word_dim": 8, "char_dim": 4, "char_filters": 4, "lstm_units": 8}
         args.sentences, args.rounds = min(args.sentences, 96), min(args.rounds, 2)
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
     models = {"baseline": baseline, "current": model}
     baseline.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  train_metrics=entry.recipe.get("train_metrics", True))
+                  train_metrics=training_settings(NAME).train_metrics)
 
     order = np.random.default_rng(0).permutation(len(train))[:args.sentences]
     subset = mtl.data.TaggedCorpus([train.tokens[i] for i in order],

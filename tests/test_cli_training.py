@@ -153,17 +153,24 @@ class Scramble(keras.callbacks.Callback):
                     layer.kernel.assign(rng.normal(scale=30.0, size=layer.kernel.shape))
 
 
-@pytest.fixture
-def recipe_with_patience(monkeypatch):
+def tabular_with_recipe(monkeypatch, name: str, recipe: dict) -> str:
+    """Registers `name`: the synthetic tabular zoo model with `recipe`, for
+    this test only."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     base = registry.get_entry("tabular_mtl_mlp")
 
-    def patient_mlp(**kwargs):
+    def factory(**kwargs):
         return base.factory(**kwargs)
 
-    registry.register_model(patient_mlp, data=base.data, recipe={
+    factory.__name__ = name
+    registry.register_model(factory, data=base.data, recipe=recipe)
+    return name
+
+
+@pytest.fixture
+def recipe_with_patience(monkeypatch):
+    return tabular_with_recipe(monkeypatch, "patient_mlp", {
         "epochs": 6, "batch_size": 500, "early_stopping": 1})
-    return "patient_mlp"
 
 
 def test_early_stopping_from_the_recipe_stops_and_restores_the_best_epoch(
@@ -227,13 +234,7 @@ def test_a_monitor_that_is_not_logged_stops_the_run_with_the_logged_keys(tmp_pat
 
 
 def test_a_recipes_weighting_trains_the_model_unless_one_is_given(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    base = registry.get_entry("tabular_mtl_mlp")
-
-    def weighted_mlp(**kwargs):
-        return base.factory(**kwargs)
-
-    registry.register_model(weighted_mlp, data=base.data, recipe={
+    tabular_with_recipe(monkeypatch, "weighted_mlp", {
         "epochs": 1, "batch_size": 500,
         "weighting": "static:weights={'species': 1.0, 'size': 0.5, 'tags': 2.0}"})
     lines = []
@@ -242,10 +243,13 @@ def test_a_recipes_weighting_trains_the_model_unless_one_is_given(monkeypatch):
     assert type(model.weighting).__name__ == "Static"
     assert model.weighting.get_config()["weights"] == {"species": 1.0, "size": 0.5, "tags": 2.0}
     assert "weighting: static:weights={'species': 1.0, 'size': 0.5, 'tags': 2.0} (recipe)" in lines
-    given = training.train_zoo_model("weighted_mlp", "synthetic", print_fn=lambda s: None,
+    lines.clear()
+    given = training.train_zoo_model("weighted_mlp", "synthetic", print_fn=lines.append,
                                      weighting=weighting_spec.weighting_factory("pcgrad"))
     assert type(given["model"].weighting).__name__ == "PCGrad"
-    with pytest.raises(ValueError, match=r"(?i)unknown.*nope|nope"):
+    assert not any(line.startswith("weighting:") for line in lines), lines
+    with pytest.raises(ValueError, match=r"Invalid recipe for zoo model '<lambda>': "
+                       r"`weighting` 'nope': Unknown weighting 'nope'. Valid names"):
         registry.register_model(lambda: None, recipe={"weighting": "nope"})
 
 

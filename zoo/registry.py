@@ -118,7 +118,12 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
             if valid:  # a bad name or argument fails at registration, not in a run
                 from kerasmtl.weighting_spec import weighting_factory
 
-                weighting_factory(value)
+                try:
+                    weighting_factory(value)
+                except ValueError as error:
+                    raise ValueError(
+                        f"Invalid recipe for zoo model '{name}': `weighting` "
+                        f"{value!r}: {error}") from error
         else:
             valid = isinstance(value, dict)
         if not valid:

@@ -138,6 +138,16 @@ class Settings:
     # What early stopping and the best checkpoint watch (a logged key).
     monitor: str = training_callbacks.MONITOR
     monitor_source: str = "default"
+    # The recipe's weighting (a --weighting spelling), None: the model's own.
+    weighting: str | None = None
+    # Task metrics in training steps too (MultiTaskModel.compile).
+    train_metrics: bool = True
+
+    def weighting_factory(self, given: Callable | None = None) -> Callable | None:
+        """The weighting factory `given`, else the recipe's, else None."""
+        if given is not None or self.weighting is None:
+            return given
+        return weighting_spec.weighting_factory(self.weighting)
 
     def make_optimizer(self, steps_per_epoch: int | None) -> keras.optimizers.Optimizer:
         """A fresh optimizer for a run of `steps_per_epoch` steps per epoch."""
@@ -203,7 +213,8 @@ def training_settings(name: str, *, epochs: int | None = None,
     return Settings(sources=sources, early_stopping=patience,
                     early_stopping_source=patience_source,
                     monitor=training_callbacks.monitor_key(watched),
-                    monitor_source=watched_source, **values)
+                    monitor_source=watched_source, weighting=recipe.get("weighting"),
+                    train_metrics=recipe.get("train_metrics", True), **values)
 
 
 def _steps_per_epoch(train, batch_size: int) -> int | None:
@@ -291,13 +302,13 @@ def train_zoo_model(
     steps = _steps_per_epoch(data.train, settings.batch_size)
     print_fn(f"training: {settings.describe(steps)}")
     keras.utils.set_random_seed(seed)
-    if weighting is None and "weighting" in get_entry(name).recipe:
-        print_fn(f"weighting: {get_entry(name).recipe['weighting']} (recipe)")
-    model = _build(name, data, data.tasks, _weighting(name, weighting))
+    if weighting is None and settings.weighting is not None:
+        print_fn(f"weighting: {settings.weighting} (recipe)")
+    model = _build(name, data, data.tasks, settings.weighting_factory(weighting))
     if preset is not None:
         _start_from_preset(name, preset, model, print_fn)
     model.compile(optimizer=settings.make_optimizer(steps),
-                  train_metrics=get_entry(name).recipe.get("train_metrics", True))
+                  train_metrics=settings.train_metrics)
     if checkpoint_dir:
         record = training_callbacks.run_record(
             name, spec, model=model, settings=settings, seed=seed,
@@ -363,6 +374,7 @@ def compare_zoo_model(
     settings = training_settings(name, epochs=epochs, batch_size=batch_size,
                                  optimizer=optimizer)
     epochs, batch_size = settings.epochs, settings.batch_size
+    weighting = settings.weighting_factory(weighting)
     data = load_training_data(name, spec, batch_size=batch_size, seed=seed,
                               dev_fraction=dev_fraction)
     print_fn(f"{name}: {data.summary}")
@@ -379,7 +391,7 @@ def compare_zoo_model(
                  else f"the single-task baseline of '{names[0]}'")
         print_fn(f"[{len(built)}/{len(data.tasks) + 1}] training {which} for "
                  f"{epochs} epoch(s)")
-        return _build(name, data, tasks, _weighting(name, weighting))
+        return _build(name, data, tasks, weighting)
 
     comparison = mtl.evaluation.compare_with_single_task(
         build_fn, data.tasks, data.train, data.dev, epochs=epochs,
@@ -425,15 +437,6 @@ def _add_zoo_metrics(name: str, model, dev, report: dict) -> dict:
         for task_name, values in evaluate(model, dev).items():
             report.setdefault(task_name, {}).update(values)
     return report
-
-
-def _weighting(name: str, weighting):
-    """The weighting factory given, else the recipe's (a `--weighting`
-    spelling), else None (the model's default)."""
-    if weighting is not None:
-        return weighting
-    spec = get_entry(name).recipe.get("weighting")
-    return None if spec is None else weighting_spec.weighting_factory(spec)
 
 
 def _build(name: str, data: TrainingData, tasks, weighting):
