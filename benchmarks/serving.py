@@ -12,13 +12,20 @@ and 32 and for 1 and 8 concurrent clients:
 - in-process: the same with the loaded SavedModel's `serving_default`
   signature called directly from the same number of threads, numpy in and
   numpy out (what a Python program that embeds the model pays);
-- the ratio of the two throughputs: what fraction of the direct call's
-  throughput the server keeps. The target is >= 0.7 at batch 32 with 8 clients;
+- over gRPC (`--grpc-port`): the same with TF Serving's official client stub
+  (`PredictionServiceStub.Predict` from `tensorflow-serving-api`), each client
+  with its own channel and a `PredictRequest` built once beforehand;
+- the ratio of each served throughput to the direct call's: what fraction of
+  it the server keeps. The target is >= 0.7 at batch 32 with 8 clients (REST);
 - the CPU time per request over the timed seconds (Linux only): of this
   process for the direct call, of the server and this process (the clients)
   for the served one. When the clients keep every core busy, the ratio is
   about the ratio of these two, and they vary less than requests/s on a
   machine shared with other work.
+
+Then the server's resident memory (VmRSS) is read after every `--memory-step`
+of `--memory-requests` sequential REST requests (default 10,000 at batch 32):
+it should stay flat once warm.
 
 The server's own cost per request is nearly fixed (HTTP in Python, the JSON
 request parsed and the answer written by orjson, the values checked in numpy),
@@ -32,6 +39,7 @@ when a server is benchmarked on one machine. Nothing here asserts a number.
 Usage:
     python benchmarks/serving.py           # full run, about a minute
     python benchmarks/serving.py --quick   # tiny model, seconds (smoke test)
+    python benchmarks/serving.py --memory-requests 0   # skip the memory run
 """
 
 from __future__ import annotations
@@ -78,10 +86,12 @@ class Config:
     warmup_seconds: float = 0.5
     seed: int = 0
     quick: bool = False
+    memory_requests: int = 10_000
+    memory_step: int = 2_000
 
 
 QUICK = dict(features=8, trunk_units=(16,), head_units=4, seconds=0.3,
-             warmup_seconds=0.1)
+             warmup_seconds=0.1, memory_requests=200, memory_step=100)
 
 
 def build_model(config: Config) -> mtl.MultiTaskModel:
@@ -214,6 +224,81 @@ def http_call(port: int, body: bytes) -> Callable[[], Callable[[], None]]:
     return make
 
 
+def grpc_request(x: np.ndarray):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.inputs["features"].CopyFrom(tf.make_tensor_proto(x))
+    return request
+
+
+def grpc_call(port: int, request) -> Callable[[], Callable[[], None]]:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    def make():
+        channel = grpc.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", -1)])
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def call():
+            stub.Predict(request, timeout=60)
+
+        return call
+
+    return make
+
+
+def check_grpc_answer(port: int, request, expected: dict) -> None:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, timeout=60)
+        call_answer = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    for name, want in expected.items():
+        if not np.array_equal(call_answer[name], want):
+            raise AssertionError(f"gRPC output '{name}' differs from the direct call")
+
+
+def resident_kib(pid: int) -> int | None:
+    """VmRSS of process `pid` in KiB; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def print_server_memory(port: int, pid: int, body: bytes, config: Config) -> None:
+    """Server RSS every `memory_step` of `memory_requests` sequential requests."""
+    if config.memory_requests <= 0 or resident_kib(pid) is None:
+        return
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    path = f"/v1/models/{MODEL_NAME}:predict"
+    readings = [(0, resident_kib(pid))]
+    for done in range(1, config.memory_requests + 1):
+        connection.request("POST", path, body=body)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status} in the memory run")
+        if done % config.memory_step == 0 or done == config.memory_requests:
+            readings.append((done, resident_kib(pid)))
+    connection.close()
+    print(f"server memory over {config.memory_requests} sequential REST requests "
+          f"({len(body) / 1024:.1f} KB bodies), VmRSS MiB after N requests:")
+    print("  " + "  ".join(f"{n}: {kib / 1024:.1f}" for n, kib in readings))
+    warm = readings[1][1]
+    print(f"  growth after the first {readings[1][0]} requests: "
+          f"{(readings[-1][1] - warm) / 1024:+.1f} MiB")
+
+
 def check_answer(port: int, body: bytes, expected: dict) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     connection.request("POST", f"/v1/models/{MODEL_NAME}:predict", body=body)
@@ -231,9 +316,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(base_path: str, port: int) -> subprocess.Popen:
+def start_server(base_path: str, port: int, grpc_port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "kerasmtl.cli", "serve", base_path, "--name",
-               MODEL_NAME, "--port", str(port), "--poll-seconds", "60"]
+               MODEL_NAME, "--port", str(port), "--grpc-port", str(grpc_port),
+               "--poll-seconds", "60"]
     env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get(
         "PYTHONPATH", "")}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
@@ -284,9 +370,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--seconds", type=float,
                         help=f"timed seconds per configuration; default {default.seconds}")
     parser.add_argument("--seed", type=int, default=default.seed)
+    parser.add_argument("--memory-requests", type=int,
+                        help=f"requests of the memory run (0: none); default "
+                        f"{default.memory_requests}")
     args = parser.parse_args(argv)
     values = dict(QUICK) if args.quick else {}
-    for field in ("features", "head_units", "seconds"):
+    for field in ("features", "head_units", "seconds", "memory_requests"):
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     for field in ("batch_sizes", "clients", "trunk_units"):
@@ -295,6 +384,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     config = Config(seed=args.seed, quick=args.quick, **values)
     if min(config.batch_sizes) < 1 or min(config.clients) < 1 or config.seconds <= 0:
         parser.error("--batch-sizes and --clients must be >= 1, --seconds > 0")
+    if config.memory_requests < 0:
+        parser.error("--memory-requests must be >= 0")
     return config
 
 
@@ -315,8 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as base:
         version_dir = mtl.export.export_saved_model(build_model(config), base)
         signature = tf.saved_model.load(version_dir).signatures["serving_default"]
-        port = free_port()
-        server = start_server(base, port)
+        port, grpc_port = free_port(), free_port()
+        server = start_server(base, port, grpc_port)
         try:
             rows = []
             rng = np.random.default_rng(config.seed)
@@ -326,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 expected = {k: v.numpy() for k, v in signature(
                     features=tf.constant(x)).items()}
                 check_answer(port, body, expected)
+                request = grpc_request(x)
+                check_grpc_answer(grpc_port, request, expected)
                 for clients in config.clients:
                     direct = run_clients(direct_call(signature, x), clients,
                                          config.warmup_seconds, config.seconds,
@@ -333,44 +426,57 @@ def main(argv: Sequence[str] | None = None) -> int:
                     served = run_clients(http_call(port, body), clients,
                                          config.warmup_seconds, config.seconds,
                                          pids=[server.pid, os.getpid()])
-                    rows.append((batch, clients, len(body), direct, served))
+                    grpc_served = run_clients(grpc_call(grpc_port, request), clients,
+                                              config.warmup_seconds, config.seconds,
+                                              pids=[server.pid, os.getpid()])
+                    rows.append((batch, clients, len(body), direct, served, grpc_served))
+            print_table(rows, config)
+            print_server_memory(port, server.pid, body, config)
         finally:
             server.terminate()
             server.wait(30)
 
+    print_decoding_memory(config)
+    return 0
+
+
+def print_table(rows, config: Config) -> None:
     print(
         f"{'batch':>5} {'clients':>7} {'body KB':>7} | {'direct req/s':>12} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} | {'served req/s':>12} "
-        f"{'rows/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} | {'ratio':>5}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} | {'REST req/s':>10} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} {'ratio':>5} | {'gRPC req/s':>10} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>6} {'ratio':>5}"
     )
     ratios = {}
-    for batch, clients, size, direct, served in rows:
+    for batch, clients, size, direct, served, grpc_served in rows:
         ratio = served.rps / direct.rps
+        grpc_ratio = grpc_served.rps / direct.rps
         ratios[(batch, clients)] = ratio
         d50, d99 = np.percentile(direct.latencies_ms, [50, 99])
         s50, s99 = np.percentile(served.latencies_ms, [50, 99])
+        g50, g99 = np.percentile(grpc_served.latencies_ms, [50, 99])
         print(
             f"{batch:>5} {clients:>7} {size / 1024:>7.1f} | {direct.rps:>12.0f} "
-            f"{d50:>7.2f} {d99:>7.2f} {direct.cpu_text():>6} | {served.rps:>12.0f} "
-            f"{served.rps * batch:>8.0f} {s50:>7.2f} {s99:>7.2f} "
-            f"{served.cpu_text():>6} | {ratio:>5.2f}"
+            f"{d50:>7.2f} {d99:>7.2f} {direct.cpu_text():>6} | {served.rps:>10.0f} "
+            f"{s50:>7.2f} {s99:>7.2f} {served.cpu_text():>6} {ratio:>5.2f} | "
+            f"{grpc_served.rps:>10.0f} {g50:>7.2f} {g99:>7.2f} "
+            f"{grpc_served.cpu_text():>6} {grpc_ratio:>5.2f}"
         )
     print("ratio = served req/s / direct req/s at the same batch and number of "
-          "clients; a served answer per batch size was checked equal to the direct call")
+          "clients; a REST and a gRPC answer per batch size were checked equal to "
+          "the direct call")
     print("CPU ms = CPU time per request: of this process (direct), of the server "
           "and the clients (served)")
     key = (TARGET_BATCH, TARGET_CLIENTS)
     if key in ratios:
         verdict = "MET" if ratios[key] >= TARGET_RATIO else "NOT MET"
         print(
-            f"verdict: batch {TARGET_BATCH}, {TARGET_CLIENTS} clients ratio "
+            f"verdict: batch {TARGET_BATCH}, {TARGET_CLIENTS} clients REST ratio "
             f"{ratios[key]:.2f} vs target >= {TARGET_RATIO}: {verdict}"
             + (" (--quick: not a measurement)" if config.quick else "")
         )
     else:
         print(f"verdict: batch {TARGET_BATCH} with {TARGET_CLIENTS} clients not measured")
-    print_decoding_memory(config)
-    return 0
 
 
 def decoding_memory_bodies(features: int) -> dict[str, bytes]:

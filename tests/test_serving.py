@@ -616,7 +616,11 @@ def test_serving_benchmark_quick_prints_a_table():
     out = result.stdout
     for batch in (1, 32):
         for clients in (1, 8):
-            row = re.search(rf"^\s+{batch}\s+{clients}\s+[\d.]+ \|.*\| +(\d+\.\d+)$", out, re.M)
-            assert row and float(row.group(1)) > 0, out
-    assert re.search(r"^verdict: batch 32, 8 clients ratio \d+\.\d+ vs target >= 0\.7", out,
-                     re.M), out
+            row = re.search(rf"^\s+{batch}\s+{clients}\s+[\d.]+ \|.* (\d+\.\d+) \|.* "
+                            r"(\d+\.\d+)$", out, re.M)
+            # REST and gRPC ratios, each a positive number
+            assert row and float(row.group(1)) > 0 and float(row.group(2)) > 0, out
+    assert re.search(r"^verdict: batch 32, 8 clients REST ratio \d+\.\d+ vs target >= 0\.7",
+                     out, re.M), out
+    growth = re.search(r"^  growth after the first \d+ requests: [+-]\d+\.\d MiB$", out, re.M)
+    assert growth, out
