@@ -438,9 +438,12 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
     def fit(self, *args, **kwargs):
         bound = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
+        bound["x"] = _strings_as_tensors(bound.get("x"))
         validation = bound.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_data(validation[0], validation[1])
+            bound["validation_data"] = (_strings_as_tensors(validation[0]),
+                                        *validation[1:])
         elif isinstance(validation, tf.data.Dataset):
             self._check_data(validation, None)
         callbacks = list(bound.get("callbacks") or [])
@@ -460,10 +463,14 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
     def evaluate(self, *args, **kwargs):
         bound = _EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
+        bound["x"] = _strings_as_tensors(bound.get("x"))
         bound.pop("self")
         # fit() passes private keywords (validation caching) through **kwargs.
         with _label_errors_as_value_errors():
             return super().evaluate(**bound.pop("kwargs", {}), **bound)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(_strings_as_tensors(x), *args, **kwargs)
 
     def train_step(self, data):
         if isinstance(self.weighting, GradientBalancer):
@@ -579,6 +586,29 @@ def _shuffled_by_caller(x) -> bool:
     return isinstance(
         x, (tf.data.Dataset, tf.distribute.DistributedDataset, types.GeneratorType)
     )
+
+
+def _strings_as_tensors(x):
+    """`x` with its numpy string arrays (str, bytes, or objects that are all
+    str/bytes) as `tf.string` tensors; anything else unchanged.
+
+    Keras' array adapter rejects numpy string arrays ("Invalid dtype: str96"
+    from `standardize_dtype`, keras 3.15) but slices `tf.string` tensors, so
+    a tagger takes `{"tokens": np.array([["The", "dog"]])}` like any input.
+    """
+    def convert(value):
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "USO":
+            return value
+        if value.dtype.kind == "O" and not all(
+                isinstance(v, (str, bytes)) for v in value.flat):
+            return value  # Keras' own error names what it cannot take
+        return tf.constant(value)
+
+    if isinstance(x, dict):
+        return {key: convert(value) for key, value in x.items()}
+    if isinstance(x, (list, tuple)) and all(isinstance(v, np.ndarray) for v in x):
+        return type(x)(convert(v) for v in x)
+    return convert(x)
 
 
 def _is_array_like(value) -> bool:

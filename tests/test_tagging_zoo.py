@@ -329,3 +329,21 @@ def test_word_dropout_replaces_known_words_in_training_only(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("word_dropout").rate == 0.1
+
+
+def test_numpy_string_arrays_are_taken_by_fit_evaluate_and_predict():
+    # Keras' array adapter refuses numpy string arrays ("Invalid dtype:
+    # str96"); the model turns them into tf.string tensors.
+    x, y = zoo.registry.get_entry("pos_ner_bilstm_crf").example_data()
+    model = zoo.create_model("pos_ner_bilstm_crf", word_dim=8, char_filters=4, lstm_units=4)
+    model.compile(optimizer="adam")
+    tokens = x["tokens"].numpy()  # bytes, dtype object
+    as_str = tokens.astype(str)  # dtype <U..
+    model.fit({"tokens": as_str}, y, epochs=1, batch_size=4, verbose=0,
+              validation_data=({"tokens": tokens}, y))
+    assert np.isfinite(model.evaluate({"tokens": as_str}, y, verbose=0)[0])
+    want = model.predict(x, verbose=0)
+    for given in (tokens, as_str, as_str.astype(object)):
+        got = model.predict({"tokens": given}, verbose=0)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
