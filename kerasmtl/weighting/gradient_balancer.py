@@ -55,8 +55,7 @@ class GradientBalancer(LossWeighting):
             raise ValueError(
                 f"{type(self).__name__} cannot balance representation gradients "
                 "(rep_grad=True): its update is defined on the shared parameters. "
-                "Use rep_grad=False, or one of MGDA, PCGrad, IMTL, AlignedMTL, "
-                "GradNorm, UPGrad, DualProj, ConFIG, GradVac."
+                f"Use rep_grad=False, or one of {', '.join(_rep_grad_balancers())}."
             )
         self.rep_grad = bool(rep_grad)
 
@@ -253,3 +252,36 @@ def task_weight_variable(layer: keras.layers.Layer, name: str, shape, init="zero
         name=name,
         aggregation="only_first_replica",
     )
+
+
+def _rep_grad_balancers() -> list[str]:
+    """The names of the balancer classes defined so far that take `rep_grad`."""
+    found, stack = set(), [GradientBalancer]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            stack.append(sub)
+            if sub.supports_rep_grad and sub.__module__.startswith("kerasmtl."):
+                found.add(sub.__name__)
+    return sorted(found)
+
+
+def start_on_active_face(state, active):
+    """`(start, mass)`: the stored simplex weights of the active tasks,
+    normalised to sum to 1 (uniform over them if they hold no weight), and
+    the total weight `mass` they held (for state-carrying simplex methods:
+    SDMGrad, MoDo)."""
+    mask = tf.cast(active, state.dtype)
+    held = state * mask
+    mass = tf.reduce_sum(held)
+    uniform = tf.math.divide_no_nan(mask, tf.reduce_sum(mask))
+    start = tf.where(mass > 1e-12, tf.math.divide_no_nan(held, mass), uniform)
+    return start, mass
+
+
+def merge_into_state(state, weights, active, mass):
+    """The new stored weights: the active tasks' new `weights` (on their
+    simplex) scaled back to the `mass` they held; inactive tasks' kept. The
+    result is renormalised so that rounding does not drift off the simplex."""
+    merged = tf.where(active, mass * weights, state)
+    total = tf.reduce_sum(merged)
+    return tf.where(total > 0, tf.math.divide_no_nan(merged, total), state)
