@@ -13,6 +13,7 @@ Data never imports tasks: the tasks that fit the synthetic tabular labels are
 `MultiLabelData` is `mtl.tasks.MultiLabel.from_data(data)`.
 """
 
+from kerasmtl.data.annealed_sampling import AnnealedSampling
 from kerasmtl.data.dynamic_sampling import DynamicSampling
 from kerasmtl.data.mixing import mix, padding_values
 from kerasmtl.data.tabular.arff import read_arff
@@ -65,6 +66,7 @@ from kerasmtl.data.vision.voc import read_voc
 
 __all__ = [
     "DynamicSampling",
+    "AnnealedSampling",
     "mix",
     "padding_values",
     "VisionAugment",

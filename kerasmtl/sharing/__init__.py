@@ -1,6 +1,8 @@
 """Sharing architectures: functional builders returning a `MultiTaskModel`."""
 
 from kerasmtl.sharing.cross_stitch import cross_stitch
+from kerasmtl.sharing.dselect_k import dselect_k_mmoe
+from kerasmtl.sharing.esmm import cvr_probabilities, esmm
 from kerasmtl.sharing.hard import hard_sharing
 from kerasmtl.sharing.inspection import attention_maps, gate_weights
 from kerasmtl.sharing.moe import cgc, mmoe, ple
@@ -11,6 +13,9 @@ __all__ = [
     "attention_maps",
     "cgc",
     "cross_stitch",
+    "cvr_probabilities",
+    "dselect_k_mmoe",
+    "esmm",
     "gate_weights",
     "hard_sharing",
     "mmoe",
