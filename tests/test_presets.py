@@ -18,7 +18,7 @@ import pytest
 
 import zoo
 from kerasmtl import cli
-from zoo import preset_loader, registry, training
+from zoo import fine_tuning, preset_loader, registry, training
 
 LABELS = ["a", "b", "c"]
 
@@ -309,7 +309,7 @@ def test_fine_tuning_on_new_labels_keeps_the_trunk_and_rebuilds_the_heads(saved)
     lines = []
     for labels in (["x", "y"], ["x", "y", "z"]):  # other count; same count, other names
         target = tiny_model(labels=labels, train=False)
-        kept, rebuilt = preset_loader.transfer_weights(source, target,
+        kept, rebuilt = fine_tuning.transfer_weights(source, target,
                                                        print_fn=lines.append)
         assert kept == ["trunk_0"]
         assert [r.split()[0] for r in rebuilt] == ["labels_logits", "labels"]

@@ -32,24 +32,27 @@ zoo.save_preset(model, "my_preset", zoo_model="multilabel_mlp", data="yeast",
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
-import re
-import shutil
-import tarfile
-import tempfile
 import urllib.parse
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo.preset_files import (
+    CARD_FILE,
+    MODEL_FILE,
+    archive_kind,
+    check_hash,
+    download,
+    expected_hash,
+    extract,
+    file_sha256,
+    split_hash_fragment,
+)
+
 PRESETS_DIR = Path(__file__).parent / "presets"
-MODEL_FILE = "model.keras"
-CARD_FILE = "preset.json"
 # Examples bigger than this (an image) are left off the card: it stays readable.
 _MAX_EXAMPLE_CHARS = 64_000
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,9 @@ def get_preset(preset: str | os.PathLike, *, sha256: str | None = None,
     text = os.fspath(preset)
     scheme = urllib.parse.urlsplit(text).scheme
     if scheme in ("http", "https", "file"):
-        text, fragment_hash = _split_hash_fragment(text)
-        sha256 = _expected_hash(sha256, fragment_hash, text)
-        local = _download(text, sha256, cache_dir)
+        text, fragment_hash = split_hash_fragment(text)
+        sha256 = expected_hash(sha256, fragment_hash, text)
+        local = download(text, sha256, cache_dir)
         return _open_local(local, sha256=None, source=text, cache_dir=cache_dir)
     if scheme and len(scheme) > 1:  # one letter: a Windows drive
         raise ValueError(
@@ -128,7 +131,7 @@ def get_preset(preset: str | os.PathLike, *, sha256: str | None = None,
             "https://, http:// or file://, a local path, or one of the shipped "
             f"presets {list_presets()}."
         )
-    sha256 = _expected_hash(sha256, None, text)
+    sha256 = expected_hash(sha256, None, text)
     shipped = PRESETS_DIR / text
     if os.sep not in text and "/" not in text and (shipped / CARD_FILE).is_file():
         return _open_local(shipped, sha256=sha256, source=text, cache_dir=cache_dir)
@@ -158,20 +161,20 @@ def _open_local(path: Path, *, sha256: str | None, source: str,
     if path.is_dir():
         return _open_directory(path, source)
     if sha256 is not None:
-        _check_hash(path, sha256, what="preset file")
+        check_hash(path, sha256, what="preset file")
     if path.suffix == ".keras":
         card_path = path.with_suffix(".json")
         card = _read_card(card_path) if card_path.is_file() else {}
         if card:
-            _check_hash(path, card.get("sha256"), what="model file", card=card_path)
+            check_hash(path, card.get("sha256"), what="model file", card=card_path)
         return Preset(card.get("preset", path.stem), None, path, card)
-    if _archive_kind(path) is None:
+    if archive_kind(path) is None:
         raise ValueError(
             f"Cannot load preset '{source}': '{path}' is neither a preset directory "
             f"(holding {CARD_FILE} and {MODEL_FILE}), a .zip or .tar.gz of one, nor a "
             ".keras file."
         )
-    return _open_directory(_extract(path, cache_dir), source)
+    return _open_directory(extract(path, cache_dir), source)
 
 
 def _open_directory(directory: Path, source: str) -> Preset:
@@ -184,7 +187,7 @@ def _open_directory(directory: Path, source: str) -> Preset:
                 "zoo.save_preset or `kerasmtl train ... --save-preset DIR`."
             )
     card = _read_card(card_path)
-    _check_hash(model_path, card.get("sha256"), what="model file", card=card_path)
+    check_hash(model_path, card.get("sha256"), what="model file", card=card_path)
     return Preset(card.get("preset", directory.name), directory, model_path, card)
 
 
@@ -196,174 +199,6 @@ def _read_card(path: Path) -> dict:
     if not isinstance(card, dict):
         raise ValueError(f"The preset card '{path}' must hold a JSON object.")
     return card
-
-
-# -- hashes ------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _expected_hash(given: str | None, fragment: str | None, source: str) -> str | None:
-    for value in (given, fragment):
-        if value is not None and not _HEX64.match(value.lower()):
-            raise ValueError(
-                f"Invalid sha256 for preset '{source}': expected 64 hex digits. "
-                f"Received: {value!r}"
-            )
-    if given and fragment and given.lower() != fragment.lower():
-        raise ValueError(
-            f"Preset '{source}': the sha256 argument ({given}) and the URL's "
-            f"#sha256= ({fragment}) differ. Give one."
-        )
-    value = given or fragment
-    return value.lower() if value else None
-
-
-def _split_hash_fragment(url: str) -> tuple[str, str | None]:
-    base, _, fragment = url.partition("#")
-    if fragment.startswith("sha256="):
-        return base, fragment[len("sha256="):]
-    return url, None
-
-
-def _check_hash(path: Path, expected: str | None, *, what: str,
-                card: Path | None = None) -> None:
-    if expected is None:
-        if card is not None:
-            raise ValueError(
-                f"The preset card '{card}' has no sha256 of its {path.name}; the "
-                "file cannot be checked. Write the preset with zoo.save_preset."
-            )
-        return
-    actual = file_sha256(path)
-    if actual != expected.lower():
-        where = f" (recorded in {card})" if card else ""
-        raise ValueError(
-            f"The {what} '{path}' is corrupted or not the expected one: its sha256 "
-            f"is {actual}, expected {expected}{where}. Delete it and download or "
-            "copy it again."
-        )
-
-
-# -- downloads and archives --------------------------------------------------------
-
-
-def _cache_root(cache_dir: str | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return Path(keras_home) / "presets"
-
-
-def _download(url: str, sha256: str | None, cache_dir: str | None) -> Path:
-    """The file at `url`, from the cache if already there (and matching
-    `sha256`), else downloaded to a temporary name, checked and renamed."""
-    name = os.path.basename(urllib.parse.urlsplit(url).path)
-    if not name:
-        raise ValueError(f"Preset URL '{url}' names no file; it must end in the "
-                         "archive's or .keras file's name.")
-    if name.endswith(".keras") and sha256 is None:
-        raise ValueError(
-            f"Preset URL '{url}' is a bare .keras file with no card: give its sha256 "
-            "(sha256= or a '#sha256=<hex>' URL fragment) so that it can be checked."
-        )
-    root = _cache_root(cache_dir)
-    # The hash in the cache name: two presets of one file name never collide.
-    target = root / (f"{sha256[:12]}-{name}" if sha256 else name)
-    if target.is_file() and (sha256 is None or file_sha256(target) == sha256):
-        return target
-    import keras
-
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        try:
-            fetched = Path(keras.utils.get_file(name, url, cache_dir=tmp,
-                                                cache_subdir="."))
-        except Exception as error:  # get_file raises bare Exceptions
-            raise ValueError(f"Cannot download preset '{url}': {error}") from None
-        if sha256 is not None:
-            _check_hash(fetched, sha256, what=f"download of '{url}'")
-        os.replace(fetched, target)  # atomic: the cache never holds a partial file
-    return target
-
-
-def _archive_kind(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        return "zip"
-    if name.endswith((".tar.gz", ".tgz", ".tar")):
-        return "tar"
-    return None
-
-
-def _extract(archive: Path, cache_dir: str | None) -> Path:
-    """Extracts a preset archive into the cache (once per archive content) and
-    returns the preset directory inside it."""
-    digest = file_sha256(archive)
-    stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar|\.zip)$", "", archive.name, flags=re.I)
-    target = _cache_root(cache_dir) / "extracted" / f"{stem}-{digest[:12]}"
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
-        try:
-            _unpack(archive, tmp)
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process extracted it first
-                if not target.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    cards = sorted(target.glob(f"**/{CARD_FILE}"))
-    if len(cards) != 1:
-        raise ValueError(
-            f"The preset archive '{archive}' holds {len(cards)} {CARD_FILE} files; "
-            "it must hold exactly one preset directory."
-        )
-    return cards[0].parent
-
-
-def _unpack(archive: Path, into: Path) -> None:
-    kind = _archive_kind(archive)
-    try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as z:
-                for member in z.namelist():
-                    _check_member(archive, member)
-                bad = z.testzip()
-                if bad is not None:
-                    raise zipfile.BadZipFile(f"bad CRC in member '{bad}'")
-                z.extractall(into)
-        else:
-            with tarfile.open(archive) as t:
-                for member in t.getmembers():
-                    _check_member(archive, member.name)
-                    if not (member.isfile() or member.isdir()):
-                        raise ValueError(
-                            f"The preset archive '{archive}' holds '{member.name}', "
-                            "which is not a plain file or folder; refusing it."
-                        )
-                t.extractall(into)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(
-            f"The preset archive '{archive}' is corrupted or not a {kind} archive "
-            f"({error}). Delete it and download it again."
-        ) from None
-
-
-def _check_member(archive: Path, name: str) -> None:
-    parts = Path(name).parts
-    if Path(name).is_absolute() or ".." in parts:
-        raise ValueError(
-            f"The preset archive '{archive}' holds the path '{name}', outside the "
-            "archive's folder; refusing it."
-        )
 
 
 # -- saving ---------------------------------------------------------------------
@@ -562,49 +397,3 @@ def example_outputs(card: dict):
     if "values" in outputs and "dtype" in outputs:
         return np.asarray(outputs["values"], dtype=outputs["dtype"])
     return {k: np.asarray(v["values"], dtype=v["dtype"]) for k, v in outputs.items()}
-
-
-# -- fine-tuning -------------------------------------------------------------------
-
-
-def transfer_weights(source, target, print_fn=print) -> tuple[list[str], list[str]]:
-    """Copies into `target` the weights of every layer of `source` with the
-    same name and weight shapes; a task head whose task changed (other
-    labels or tags) is rebuilt even where its shapes happen to match.
-
-    Returns:
-        `(kept, rebuilt)`: names of the layers with weights that were copied,
-        and of those left as `target` built them (each with the reason).
-    """
-    source_layers = {layer.name: layer for layer in source.layers}
-    changed_tasks = _changed_tasks(source, target)
-    kept, rebuilt = [], []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        old = source_layers.get(layer.name)
-        task = next((t for t in changed_tasks
-                     if layer.name == t or layer.name.startswith(f"{t}_")), None)
-        if old is None:
-            rebuilt.append(f"{layer.name} (not in the preset)")
-        elif _shapes(old) != _shapes(layer):
-            rebuilt.append(f"{layer.name} (shapes {_shapes(old)} in the preset, "
-                           f"{_shapes(layer)} now)")
-        elif task is not None:
-            rebuilt.append(f"{layer.name} (task '{task}' changed)")
-        else:
-            layer.set_weights(old.get_weights())
-            kept.append(layer.name)
-    print_fn(f"from the preset: kept {len(kept)} layer(s): {', '.join(kept) or 'none'}")
-    print_fn(f"rebuilt {len(rebuilt)} layer(s): {', '.join(rebuilt) or 'none'}")
-    return kept, rebuilt
-
-
-def _shapes(layer) -> list[tuple]:
-    return [tuple(w.shape) for w in layer.weights]
-
-
-def _changed_tasks(source, target) -> list[str]:
-    old = {t.name: t.get_config() for t in getattr(source, "tasks", [])}
-    return [t.name for t in getattr(target, "tasks", [])
-            if t.name in old and old[t.name] != t.get_config()]

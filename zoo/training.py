@@ -409,7 +409,8 @@ def compare_zoo_model(
 
 
 def _start_from_preset(name: str, preset: str, model, print_fn) -> None:
-    from zoo.preset_loader import get_preset_of, transfer_weights
+    from zoo.fine_tuning import transfer_weights
+    from zoo.preset_loader import get_preset_of
 
     found = get_preset_of(name, preset, given_as="--preset")
     print_fn(f"fine-tuning from preset '{found.name}' ({found.model_path})")
