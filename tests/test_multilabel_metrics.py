@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 
 from kerasmtl.metrics import multilabel as ml
 from kerasmtl.metrics import multilabel_all as mlall
+from kerasmtl.metrics import multilabel_keras as mlk
 from kerasmtl.metrics import multilabel_ranking as mlr
 
 # (seed, shape): few cases, each test loops over its variants (tests are cheap;
@@ -245,7 +246,7 @@ def test_keras_metrics_over_batches_equal_functions(seed, shape, unknown, thresh
     report = mlall.multilabel_report(y, s, threshold=threshold, sample_weight=w)
     for metric in mlall.multilabel_keras_metrics(threshold=threshold):
         close(stream(metric, y, s, w), report[metric.name], rtol=1e-5)
-    metric = ml.MultiLabelF1Score("samples", threshold=threshold, zero_division=1)
+    metric = mlk.MultiLabelF1Score("samples", threshold=threshold, zero_division=1)
     close(stream(metric, y, s, None),
           ml.multilabel_f1(y, s, "samples", threshold, zero_division=1), rtol=1e-5)
 
@@ -273,7 +274,7 @@ def run_compiled_evaluate(metrics, jit_compile):
 
 def test_keras_metrics_in_compiled_evaluate():
     # One of each kind of state and update (tracing all 19 takes long).
-    metrics = [ml.MultiLabelF1Score("macro"), ml.MultiLabelJaccard("samples"),
+    metrics = [mlk.MultiLabelF1Score("macro"), mlk.MultiLabelJaccard("samples"),
                mlr.OneError(), mlr.MacroAveragePrecision()]
     run_compiled_evaluate(metrics, jit_compile=False)
 
@@ -300,7 +301,7 @@ def test_keras_metric_reset_and_config_round_trip():
 
 
 def test_keras_confusion_metric_lazy_build_and_label_count_check():
-    metric = ml.MultiLabelPrecision(average="macro")
+    metric = mlk.MultiLabelPrecision(average="macro")
     assert metric.variables == []
     metric.update_state([[1, 0, 1]], [[0.9, 0.1, 0.2]])
     assert len(metric.variables) == 4
@@ -338,20 +339,20 @@ def test_threshold_outside_unit_interval():
         with pytest.raises(ValueError, match=match):
             ml.hamming_loss([[1, 0]], [[0.5, 0.5]], threshold=threshold)
         with pytest.raises(ValueError, match=match):
-            ml.MultiLabelRecall(threshold=threshold)
+            mlk.MultiLabelRecall(threshold=threshold)
         with pytest.raises(ValueError, match=match):
-            ml.SubsetAccuracy(threshold=threshold)
+            mlk.SubsetAccuracy(threshold=threshold)
 
 
 def test_threshold_vector_length_and_argument_errors():
     with pytest.raises(ValueError, match="3 values but the labels have 2 columns"):
         ml.multilabel_f1([[1, 0]], [[0.5, 0.5]], threshold=[0.5] * 3)
     with pytest.raises(ValueError, match="3 values but the labels have 2 columns"):
-        ml.HammingLoss(threshold=[0.5] * 3).update_state([[1, 0]], [[0.5, 0.5]])
+        mlk.HammingLoss(threshold=[0.5] * 3).update_state([[1, 0]], [[0.5, 0.5]])
     with pytest.raises(ValueError, match=r"`average`.*'micro', 'macro', 'samples'.*weighted"):
         ml.multilabel_f1([[1, 0]], [[0.5, 0.5]], average="weighted")
     with pytest.raises(ValueError, match=r"`zero_division`.*Received: zero_division=0.5"):
-        ml.MultiLabelF1Score(zero_division=0.5)
+        mlk.MultiLabelF1Score(zero_division=0.5)
     with pytest.raises(ValueError, match="num_thresholds"):
         mlr.MacroAveragePrecision(num_thresholds=1)
 

@@ -17,12 +17,6 @@ from kerasmtl.metrics.instance import (
     mean_dsb2018_score,
 )
 from kerasmtl.metrics.multilabel import (
-    HammingLoss,
-    MultiLabelF1Score,
-    MultiLabelJaccard,
-    MultiLabelPrecision,
-    MultiLabelRecall,
-    SubsetAccuracy,
     hamming_loss,
     multilabel_f1,
     multilabel_jaccard,
@@ -33,6 +27,14 @@ from kerasmtl.metrics.multilabel import (
 from kerasmtl.metrics.multilabel_all import (
     multilabel_keras_metrics,
     multilabel_report,
+)
+from kerasmtl.metrics.multilabel_keras import (
+    HammingLoss,
+    MultiLabelF1Score,
+    MultiLabelJaccard,
+    MultiLabelPrecision,
+    MultiLabelRecall,
+    SubsetAccuracy,
 )
 from kerasmtl.metrics.multilabel_ranking import (
     CoverageError,

@@ -11,12 +11,6 @@ import keras
 from kerasmtl.metrics import multilabel_ranking as ranking
 from kerasmtl.metrics.multilabel import (
     AVERAGES,
-    HammingLoss,
-    MultiLabelF1Score,
-    MultiLabelJaccard,
-    MultiLabelPrecision,
-    MultiLabelRecall,
-    SubsetAccuracy,
     check_multilabel_inputs,
     hamming_loss,
     multilabel_f1,
@@ -24,6 +18,14 @@ from kerasmtl.metrics.multilabel import (
     multilabel_precision,
     multilabel_recall,
     subset_accuracy,
+)
+from kerasmtl.metrics.multilabel_keras import (
+    HammingLoss,
+    MultiLabelF1Score,
+    MultiLabelJaccard,
+    MultiLabelPrecision,
+    MultiLabelRecall,
+    SubsetAccuracy,
 )
 
 

@@ -38,12 +38,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasmtl.metrics.multilabel import (
-    ExampleAverage,
-    check_multilabel_inputs,
-    keras_multilabel_inputs,
-    weighted_mean,
-)
+from kerasmtl.metrics.multilabel import check_multilabel_inputs, weighted_mean
+from kerasmtl.metrics.multilabel_keras import ExampleAverage, keras_multilabel_inputs
 
 
 def _ranking_inputs(y_true, y_score, sample_weight, metric):
