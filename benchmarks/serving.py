@@ -27,6 +27,15 @@ Then the server's resident memory (VmRSS) is read after every `--memory-step`
 of `--memory-requests` sequential REST requests (default 10,000 at batch 32):
 it should stay flat once warm.
 
+With `--batching`, a second `kerasmtl serve --enable-batching` (TF Serving's
+default batching parameters: timeout 0, one batch thread per CPU) runs beside
+the first, and REST at batch 1 is measured with 8 and 32 clients on both
+servers, one after the other: requests/s, p50/p99 latency, CPU ms per request
+and the gain (batching req/s / plain req/s). Its first answer is checked equal
+to the direct call (a lone request runs alone), and the numerical effect of
+merging is printed: the largest difference between 32 rows run in one call
+and each row run alone, in-process.
+
 The server's own cost per request is nearly fixed (HTTP in Python, the JSON
 request parsed and the answer written by orjson, the values checked in numpy),
 so the ratio depends on how heavy the model is: `--trunk-units` sets it. The default model is the
@@ -40,6 +49,8 @@ Usage:
     python benchmarks/serving.py           # full run, about a minute
     python benchmarks/serving.py --quick   # tiny model, seconds (smoke test)
     python benchmarks/serving.py --memory-requests 0   # skip the memory run
+    python benchmarks/serving.py --batching --batch-sizes 1 --clients 8 32 \
+        --memory-requests 0 --seconds 2      # batching on vs off at batch 1
 """
 
 from __future__ import annotations
@@ -88,6 +99,8 @@ class Config:
     quick: bool = False
     memory_requests: int = 10_000
     memory_step: int = 2_000
+    batching: bool = False
+    batching_clients: tuple[int, ...] = (8, 32)
 
 
 QUICK = dict(features=8, trunk_units=(16,), head_units=4, seconds=0.3,
@@ -316,10 +329,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(base_path: str, port: int, grpc_port: int) -> subprocess.Popen:
+def start_server(base_path: str, port: int, grpc_port: int,
+                 extra: Sequence[str] = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "kerasmtl.cli", "serve", base_path, "--name",
                MODEL_NAME, "--port", str(port), "--grpc-port", str(grpc_port),
-               "--poll-seconds", "60"]
+               "--poll-seconds", "60", *extra]
     env = {**os.environ, "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get(
         "PYTHONPATH", "")}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
@@ -373,6 +387,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--memory-requests", type=int,
                         help=f"requests of the memory run (0: none); default "
                         f"{default.memory_requests}")
+    parser.add_argument("--batching", action="store_true",
+                        help="also compare REST at batch 1 with 8 and 32 clients on "
+                        "a second server run with --enable-batching")
     args = parser.parse_args(argv)
     values = dict(QUICK) if args.quick else {}
     for field in ("features", "head_units", "seconds", "memory_requests"):
@@ -381,7 +398,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     for field in ("batch_sizes", "clients", "trunk_units"):
         if getattr(args, field) is not None:
             values[field] = tuple(getattr(args, field))
-    config = Config(seed=args.seed, quick=args.quick, **values)
+    config = Config(seed=args.seed, quick=args.quick, batching=args.batching, **values)
     if min(config.batch_sizes) < 1 or min(config.clients) < 1 or config.seconds <= 0:
         parser.error("--batch-sizes and --clients must be >= 1, --seconds > 0")
     if config.memory_requests < 0:
@@ -432,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rows.append((batch, clients, len(body), direct, served, grpc_served))
             print_table(rows, config)
             print_server_memory(port, server.pid, body, config)
+            if config.batching:
+                compare_batching(base, signature, port, server.pid, config)
         finally:
             server.terminate()
             server.wait(30)
@@ -477,6 +496,66 @@ def print_table(rows, config: Config) -> None:
         )
     else:
         print(f"verdict: batch {TARGET_BATCH} with {TARGET_CLIENTS} clients not measured")
+
+
+def compare_batching(base: str, signature, port: int, pid: int, config: Config) -> None:
+    """REST at batch 1 on the plain server and on one with --enable-batching."""
+    rng = np.random.default_rng(config.seed + 1)
+    x = rng.normal(size=(1, config.features)).astype("float32")
+    body = json.dumps({"instances": x.tolist()}).encode()
+    expected = {k: v.numpy() for k, v in signature(features=tf.constant(x)).items()}
+    batched_port = free_port()
+    batched = start_server(base, batched_port, free_port(), ["--enable-batching"])
+    try:
+        check_answer(batched_port, body, expected)
+        rows = []
+        for clients in config.batching_clients:
+            plain = run_clients(http_call(port, body), clients, config.warmup_seconds,
+                                config.seconds, pids=[pid, os.getpid()])
+            merged = run_clients(http_call(batched_port, body), clients,
+                                 config.warmup_seconds, config.seconds,
+                                 pids=[batched.pid, os.getpid()])
+            rows.append((clients, plain, merged))
+    finally:
+        batched.terminate()
+        batched.wait(30)
+    print("batching: REST at batch 1, kerasmtl serve vs kerasmtl serve "
+          "--enable-batching (TF Serving's defaults: timeout 0, max_batch_size 1000, "
+          "one batch thread per CPU)")
+    print(f"{'clients':>7} | {'plain req/s':>11} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU ms':>6} | {'batched req/s':>13} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU ms':>6} | {'gain':>5}")
+    for clients, plain, merged in rows:
+        p50, p99 = np.percentile(plain.latencies_ms, [50, 99])
+        b50, b99 = np.percentile(merged.latencies_ms, [50, 99])
+        print(f"{clients:>7} | {plain.rps:>11.0f} {p50:>7.2f} {p99:>7.2f} "
+              f"{plain.cpu_text():>6} | {merged.rps:>13.0f} {b50:>7.2f} {b99:>7.2f} "
+              f"{merged.cpu_text():>6} | {merged.rps / plain.rps:>5.2f}")
+    print("gain = batched req/s / plain req/s"
+          + (" (--quick: not a measurement)" if config.quick else ""))
+    print_merging_effect(signature, config)
+
+
+def print_merging_effect(signature, config: Config, rows: int = 32) -> None:
+    """Largest difference between `rows` rows run in one call and each alone."""
+    rng = np.random.default_rng(config.seed + 2)
+    x = rng.normal(size=(rows, config.features)).astype("float32")
+    merged = {k: v.numpy() for k, v in signature(features=tf.constant(x)).items()}
+    alone = [{k: v.numpy() for k, v in signature(features=tf.constant(x[i:i + 1])).items()}
+             for i in range(rows)]
+    worst_abs = worst_rel = 0.0
+    exact = []
+    for name, value in merged.items():
+        each = np.concatenate([a[name] for a in alone])
+        if value.dtype.kind == "f":
+            diff = np.abs(value.astype("float64") - each)
+            worst_abs = max(worst_abs, float(diff.max()))
+            worst_rel = max(worst_rel, float((diff / np.maximum(np.abs(each), 1e-30)).max()))
+        else:
+            exact.append(f"{name} {'equal' if np.array_equal(value, each) else 'DIFFER'}")
+    print(f"numerical effect of merging ({rows} rows in one call vs each row alone, "
+          f"in-process): float outputs differ by at most {worst_abs:.2g} absolute, "
+          f"{worst_rel:.2g} relative; {', '.join(exact) or 'no integer outputs'}")
 
 
 def decoding_memory_bodies(features: int) -> dict[str, bytes]:

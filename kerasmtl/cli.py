@@ -192,6 +192,15 @@ def _parser() -> argparse.ArgumentParser:
                               help="TF Serving model_config_list text file: several "
                               "models, version policies and labels (re-read when it "
                               "changes), instead of BASE_PATH and --name")
+    serve_parser.add_argument("--enable-batching", action="store_true",
+                              help="merge concurrent predict requests (REST and gRPC) "
+                              "into one call of the model, as TF Serving's "
+                              "--enable_batching (default: off)")
+    serve_parser.add_argument("--batching-parameters-file", default=None,
+                              help="TF Serving batching parameters text file, e.g. "
+                              "max_batch_size { value: 32 } (with --enable-batching; "
+                              "default: TF Serving's: 1000 rows, timeout 0, 10 "
+                              "batches queued, one thread per CPU)")
     serve_parser.add_argument("--access-log", action="store_true",
                               help="log one JSON line per request to stderr "
                               "(default: off, as TF Serving)")
@@ -432,6 +441,13 @@ def _serve(args) -> int:
         given["model_config_file"] = args.model_config_file
     if args.access_log:
         given["access_log"] = True
+    if args.batching_parameters_file is not None and not args.enable_batching:
+        raise ValueError(f"--batching-parameters-file {args.batching_parameters_file} "
+                         "needs --enable-batching (TF Serving refuses it alone too).")
+    if args.enable_batching:
+        given["enable_batching"] = True
+    if args.batching_parameters_file is not None:
+        given["batching_parameters_file"] = args.batching_parameters_file
     serve(
         args.base_path,
         args.name,

@@ -7,14 +7,17 @@ protos of `tensorflow-serving-api`, so clients written for TF Serving (its
 (or one `ModelManager`), the REST app's own when both run
 (`server.serve(grpc_port=...)`): the same models, versions, version policies,
 labels (`model_spec.version_label`) and hot reload. Calls are counted in the
-REST app's `monitoring.Metrics` when one is given.
+REST app's `monitoring.Metrics` when one is given. With a `batching.Batcher`
+(the REST app's, `serve --enable-batching`), concurrent `Predict` calls are
+merged with each other and with REST requests after each is checked.
 
 Errors are TF Serving's status codes, with messages naming the model, the
 input and the shapes: NOT_FOUND (unknown model or version), INVALID_ARGUMENT
 (bad input names, dtypes, shapes, too large inputs, unknown signature or
 output), NOT_FOUND (an unknown version label, naming the known ones),
 UNIMPLEMENTED (`Classify`, `Regress`, `MultiInference`), RESOURCE_EXHAUSTED (a message over the limit, or more
-than `max_requests` calls at once), INTERNAL (the model failed). The server
+than `max_requests` calls at once), UNAVAILABLE (the batch queue is full, with
+batching on: retry later), INTERNAL (the model failed). The server
 keeps serving after any of them.
 
 What one client can cost is bounded as on REST: gRPC rejects messages over
@@ -41,6 +44,7 @@ from tensorflow_serving.apis import (
 )
 
 from kerasmtl.serving import grpc_tensors, monitoring, server
+from kerasmtl.serving.batching import Batcher
 from kerasmtl.serving.codec import DEFAULT_SIGNATURE
 from kerasmtl.serving.errors import ServingError
 from kerasmtl.serving.model_manager import LoadedVersion, ModelManager
@@ -141,13 +145,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         models: `ServedModels` or `ModelManager`. Serves their loaded versions.
         max_decoded_bytes: int. Most bytes a request's inputs may decode to.
         metrics: `monitoring.Metrics` or None. Counts the calls.
+        batcher: `batching.Batcher` or None. Merges concurrent calls.
     """
 
     def __init__(self, models: ServedModels | ModelManager, max_decoded_bytes: int,
-                 metrics: monitoring.Metrics | None = None):
+                 metrics: monitoring.Metrics | None = None,
+                 batcher: Batcher | None = None):
         self._versions = _Versions(models)
         self.max_decoded_bytes = max_decoded_bytes
         self._metrics = metrics
+        self._batcher = batcher
 
     @_answers_errors
     def Predict(self, request, context, record):
@@ -167,7 +174,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"{sorted(signature.outputs)}.")
         arrays = grpc_tensors.decode_inputs(
             spec.name, request.inputs, signature.inputs, self.max_decoded_bytes)
-        outputs = signature(arrays)
+        if self._batcher is None:
+            outputs = signature(arrays)
+        else:
+            outputs = self._batcher.run(signature, arrays, spec.name)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = loaded.version
@@ -238,6 +248,7 @@ def create_grpc_server(
     max_requests: int = server.DEFAULT_MAX_REQUESTS,
     max_workers: int = DEFAULT_MAX_WORKERS,
     metrics: monitoring.Metrics | None = None,
+    batcher: Batcher | None = None,
 ) -> tuple[grpc.Server, int]:
     """A gRPC server (not started) for `manager`'s model, bound to a port.
 
@@ -258,6 +269,9 @@ def create_grpc_server(
         metrics: `monitoring.Metrics` or None. Counts the calls (e.g. a REST
             app's `app.state.metrics`, so one scrape shows both). Defaults to
             `None`.
+        batcher: `batching.Batcher` or None. Merges concurrent `Predict`
+            calls (e.g. a REST app's `app.state.batcher`, so REST and gRPC
+            requests merge too). Defaults to `None`: each call runs alone.
 
     Returns:
         `(server, port)`: a `grpc.Server` to `start()` and `stop(grace)`, and
@@ -288,7 +302,7 @@ def create_grpc_server(
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(manager, DECODED_BYTES_PER_MESSAGE_BYTE * max_message_bytes,
-                           metrics),
+                           metrics, batcher),
         grpc_server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(manager, metrics), grpc_server)

@@ -32,6 +32,10 @@ are worked on at once (503 past it, with `Retry-After`); at most
 most 4 x 64 x 4 MiB = 1 GiB with the defaults. Connections are capped and
 slow clients timed out (`connection_guard`), and `serve` drops repeats of
 identical log lines.
+
+With `batching` (`serve --enable-batching`), concurrent predict requests to
+the same signature are merged into one call after each is decoded and checked
+(`batching`); REST and gRPC share the batcher.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kerasmtl.serving import codec, monitoring
+from kerasmtl.serving.batching import Batcher, BatchingParameters, batching_from_flags
 from kerasmtl.serving.connection_guard import (
     ConnectionLimits,
     guarded_protocol,
@@ -98,6 +103,7 @@ def create_app(
     *,
     model_config_file: str | os.PathLike | None = None,
     access_log: bool = False,
+    batching: BatchingParameters | None = None,
 ) -> Starlette:
     """The ASGI app serving the model under `base_path` as `name`, or the
     models of `model_config_file`.
@@ -122,11 +128,15 @@ def create_app(
             policies and labels. Defaults to `None`.
         access_log: bool. Log one JSON line per request on the
             `kerasmtl.serving.access` logger (at INFO). Defaults to `False`.
+        batching: `batching.BatchingParameters` or None. Merge concurrent
+            predict requests (`batching.Batcher`). Defaults to `None`: each
+            request runs alone.
 
     Returns:
         A `starlette.applications.Starlette` app; its `state.models` is the
-        `ServedModels`, `state.manager` the first model's `ModelManager`, and
-        `state.metrics` the request `monitoring.Metrics`.
+        `ServedModels`, `state.manager` the first model's `ModelManager`,
+        `state.metrics` the request `monitoring.Metrics`, and `state.batcher`
+        the `Batcher` (None without `batching`).
     """
     if model_config_file is not None:
         if base_path is not None or name is not None:
@@ -157,16 +167,21 @@ def create_app(
     else:
         models = ServedModels.from_base_path(base_path, name, poll_seconds)
     models.poll()
+    batcher = None if batching is None else Batcher(batching)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         models.start()
+        if batcher is not None:
+            batcher.start()
         try:
             yield
         finally:
             models.stop()
+            if batcher is not None:
+                batcher.stop()
 
-    limits = _RequestLimits(max_body_bytes, max_requests)
+    limits = _RequestLimits(max_body_bytes, max_requests, batcher)
     metrics = monitoring.Metrics()
     access = logging.getLogger(monitoring.ACCESS_LOGGER) if access_log else None
 
@@ -213,6 +228,7 @@ def create_app(
     app.state.manager = next(iter(models.managers.values()))
     app.state.metrics = metrics
     app.state.limits = limits
+    app.state.batcher = batcher
     return app
 
 
@@ -220,9 +236,11 @@ class _RequestLimits:
     """One app's request limits, and its count of requests being worked on
     (changed only on the event loop)."""
 
-    def __init__(self, max_body_bytes: int, max_requests: int):
+    def __init__(self, max_body_bytes: int, max_requests: int,
+                 batcher: Batcher | None = None):
         self.max_body_bytes = max_body_bytes
         self.max_requests = max_requests
+        self.batcher = batcher
         self.in_progress = 0
         self.decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
@@ -243,6 +261,8 @@ def serve(
     grpc_port: int | None = None,
     model_config_file: str | os.PathLike | None = None,
     access_log: bool = False,
+    enable_batching: bool = False,
+    batching_parameters_file: str | os.PathLike | None = None,
 ) -> None:
     """Serves the model under `base_path` (or the models of
     `model_config_file`) until interrupted (Ctrl-C).
@@ -282,6 +302,12 @@ def serve(
             model, version, status, latency, bytes) to stderr, on the
             `kerasmtl.serving.access` logger. Defaults to `False`: TF Serving
             logs no requests, and a line each costs throughput.
+        enable_batching: bool. Merge concurrent predict requests (REST and
+            gRPC) into one call of the signature (`batching`). Defaults to
+            `False`, as TF Serving.
+        batching_parameters_file: str or path-like. TF Serving's batching
+            parameters text file (`max_batch_size { value: 32 }` ...); only
+            with `enable_batching`. Defaults to TF Serving's parameters.
     """
     limits = ConnectionLimits(max_connections, header_timeout, body_timeout,
                               keep_alive_timeout)
@@ -291,8 +317,10 @@ def serve(
     if access_log:
         _log_access_lines()
     limits = _fit_open_files(limits)
+    batching = batching_from_flags(enable_batching, batching_parameters_file)
     app = create_app(base_path, name, max_body_bytes, poll_seconds, max_requests,
-                     model_config_file=model_config_file, access_log=access_log)
+                     model_config_file=model_config_file, access_log=access_log,
+                     batching=batching)
     server = uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
                                            log_level=log_level))
     if grpc_port is None:
@@ -303,7 +331,7 @@ def serve(
 
     grpc_server, bound = create_grpc_server(
         app.state.models, host, grpc_port, max_body_bytes, max_requests,
-        metrics=app.state.metrics)
+        metrics=app.state.metrics, batcher=app.state.batcher)
     grpc_server.start()
     logger.info("gRPC server (TF Serving's PredictionService) on %s:%d", host, bound)
     try:
@@ -399,7 +427,7 @@ async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimi
         limits.in_progress += 1
         try:
             payload = await run_in_threadpool(
-                _predict, manager, version, label, body, limits.decoding, record)
+                _predict, manager, version, label, body, limits, record)
         finally:
             limits.in_progress -= 1
         return Response(payload, media_type="application/json")
@@ -420,9 +448,8 @@ async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimi
 
 
 def _predict(manager, version: int | None, label: str | None, body: bytes,
-             decoding: threading.BoundedSemaphore,
-             record: monitoring.RequestRecord) -> bytes:
-    with decoding:
+             limits: _RequestLimits, record: monitoring.RequestRecord) -> bytes:
+    with limits.decoding:
         request = codec.parse_predict_request(body)
         loaded = manager.get(version, label)
         record.version = str(loaded.version)
@@ -430,7 +457,10 @@ def _predict(manager, version: int | None, label: str | None, body: bytes,
         record.signature = signature.name
         fmt, arrays = codec.decode_inputs(request, signature.inputs)
         del request  # the parsed JSON, 10-40x the body: not kept while the model runs
-    outputs = signature(arrays)
+    if limits.batcher is None:
+        outputs = signature(arrays)
+    else:
+        outputs = limits.batcher.run(signature, arrays, manager.name)
     return codec.dumps(codec.encode_outputs(outputs, fmt))
 
 
