@@ -6,9 +6,19 @@ one gradient per task, so `MultiTaskModel.train_step` calls
 `_balanced_train_step` here (see its docstring for what goes where). Kept apart
 from `model.py` so that the model's wiring reads on its own. TensorFlow-specific
 by design (DESIGN.md: gradient balancers' train step).
+
+The step also logs the cosine similarity of every pair of task gradients,
+`grad_cos/<a>-<b>` (a conflict signal: near -1, the tasks pull the shared
+weights apart), from the Gram matrix the balancer sees: no extra backward
+pass. Its epoch mean counts the applied steps where both tasks are active
+(labelled, with a non-zero gradient); a pair never active in an epoch logs 0.
+Training-only: `evaluate` (and `fit`'s dev pass) leaves it out.
+`MultiTaskModel.compile(log_gradient_cosine=False)` turns it off.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import numpy as np
@@ -96,6 +106,8 @@ class GradientBalancingMixin:
           `optimizer.iterations` are unchanged (under mixed_float16 the
           `LossScaleOptimizer` skips it, and lowers its scale), and
           `balancer/skipped_steps` counts it.
+        - `grad_cos/<a>-<b>`: the cosine of the pair's gradients, from the
+          same `[T, T]` Gram matrix (global, so the same on every replica).
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         balancer = self.weighting
@@ -160,7 +172,61 @@ class GradientBalancingMixin:
         if "weight" in self._mtl_metrics:
             self._track_weights()
         self._count_skipped(ok)
+        self._track_gradient_cosine(gram, active, ok)
         return self.train_step_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _track_gradient_cosine(self, gram, active, ok):
+        """Adds the step's pairwise gradient cosines to `grad_cos/<a>-<b>`,
+        for the pairs whose tasks are both active in an applied step."""
+        trackers = self._mtl_metrics.get("grad_cos")
+        if not trackers:
+            return
+        if gram.dtype.size < 4:  # a float16 model's Gram: cosines in float32
+            gram = tf.cast(gram, tf.float32)
+        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
+        # One norm at a time: their product could overflow float32.
+        cosine = tf.math.divide_no_nan(
+            tf.math.divide_no_nan(gram, norms[:, None]), norms[None, :]
+        )
+        cosine = tf.clip_by_value(tf.cast(cosine, tf.float32), -1.0, 1.0)
+        for (a, b), tracker in trackers.items():
+            counted = ok & active[a] & active[b]
+            tracker.update_state(
+                tf.where(counted, cosine[a, b], 0.0),
+                sample_weight=tf.cast(counted, tf.float32),
+            )
+
+    def _visible_gradient_cosine(self) -> list:
+        """The `grad_cos/*` metrics, for `MultiTaskModel.metrics`; none while
+        evaluating, where they would only log zeros."""
+        if getattr(self, "_training_only_hidden", 0):
+            return []
+        return list(self._mtl_metrics.get("grad_cos", {}).values())
+
+    @contextlib.contextmanager
+    def _training_only_metrics_hidden(self):
+        # A count, not a flag: MirroredStrategy traces each replica's step in
+        # a thread of its own, and they interleave at all-reduces.
+        depth = getattr(self, "_training_only_hidden", 0)
+        object.__setattr__(self, "_training_only_hidden", depth + 1)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_training_only_hidden", self._training_only_hidden - 1)
+
+    def evaluate(self, *args, **kwargs):
+        # Keras reads the epoch's logs back from `self.metrics` when their
+        # keys match the step's (else it keeps the last step's, which under
+        # MirroredStrategy are a mean of per-replica values): hide the
+        # training-only metrics for the whole evaluation ...
+        with self._training_only_metrics_hidden():
+            return super().evaluate(*args, **kwargs)
+
+    @skip_autograph
+    def test_step(self, data):
+        # ... and from the test step as it is traced (`test_on_batch` too).
+        with self._training_only_metrics_hidden():
+            return super().test_step(data)
 
     def _parameter_gradients(self, tape, scaled, variables, replicas):
         per_task = [tape.gradient(scaled[t], variables) for t in range(len(self._tasks))]
@@ -271,6 +337,24 @@ class GradientBalancingMixin:
         tf.distribute.get_replica_context().merge_call(
             in_cross_replica, args=(ok, grads)
         )
+
+
+# Between the task names of a pair's metric: task names cannot hold it, so
+# the pair reads back unambiguously (with `__`, `x__y__z` could be `x` and
+# `y__z` or `x__y` and `z`); and unlike `,`, `:` or `|` (which Keras 3.15 and
+# TensorBoard tags accept) it is valid in a TensorFlow name scope.
+PAIR_SEPARATOR = "-"
+
+
+def gradient_cosine_metrics(task_names) -> dict:
+    """`{(a, b): Mean}` for every pair of task indices `a < b`, named
+    `grad_cos/<task a>-<task b>`."""
+    names = list(task_names)
+    return {
+        (a, b): keras.metrics.Mean(name=f"grad_cos/{names[a]}{PAIR_SEPARATOR}{names[b]}")
+        for a in range(len(names))
+        for b in range(a + 1, len(names))
+    }
 
 
 def replicas_in_sync() -> int:

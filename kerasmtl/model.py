@@ -6,8 +6,9 @@ It wires tasks, sharing and weighting together:
   may override any of them per task.
 - `compute_loss()` computes every task's masked mean loss, feeds the dict to the
   weighting layer, adds the soft-sharing penalty and regularisation losses, and
-  tracks `loss/<task>`, `weight/<task>` (and `loss/soft_sharing`) as metrics, so
-  they appear in `History` and TensorBoard.
+  tracks `loss/<task>`, `weight/<task>` (and `loss/soft_sharing`; a gradient
+  balancer's step adds `grad_cos/<a>-<b>`) as metrics, so they appear in
+  `History` and TensorBoard.
 - `fit()` / `evaluate()` check labels before training: a label dict missing a
   task or naming an unknown one, a shape that does not fit the task, a NaN
   class label, each raise a ValueError naming the task.
@@ -43,6 +44,7 @@ from kerasmtl.balanced_training import (
     GradientBalancingMixin,
     all_finite,
     all_reduce_sum,
+    gradient_cosine_metrics,
     replicas_in_sync,
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
@@ -158,7 +160,7 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
     # -- compile --------------------------------------------------------------
 
     def compile(self, optimizer="rmsprop", loss="auto", metrics="auto",
-                train_metrics=True, **kwargs):
+                train_metrics=True, log_gradient_cosine=True, **kwargs):
         """Configures training; losses and metrics default to the tasks' own.
 
         Args:
@@ -174,6 +176,12 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
                 weights alone, and steps whose metrics cost real work (a CRF
                 task's Viterbi decoding and entity chunking) get cheaper.
                 Defaults to `True`.
+            log_gradient_cosine: bool. With a `GradientBalancer`, log the
+                epoch mean cosine similarity of each pair of task gradients
+                as `grad_cos/<a>-<b>` (a by-product of the balancer's Gram
+                matrix; see `kerasmtl.balanced_training`). Ignored with a
+                loss weighting, which has no per-task gradients. Defaults
+                to `True`.
             **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
                 `jit_compile`, ...). `loss_weights` is not accepted: use a
                 task's `loss_weight` or `weighting=Static(...)`.
@@ -214,6 +222,8 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             trackers["penalty"] = keras.metrics.Mean(name="loss/soft_sharing")
         if isinstance(self.weighting, GradientBalancer):
             trackers["skipped"] = keras.metrics.Sum(name="balancer/skipped_steps")
+            if log_gradient_cosine:
+                trackers["grad_cos"] = gradient_cosine_metrics(self.task_names)
         else:
             trackers["skipped"] = keras.metrics.Sum(name="weighting/skipped_steps")
         object.__setattr__(self, "_mtl_metrics", trackers)
@@ -222,6 +232,8 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         config = dict(optimizer=self.optimizer, loss=loss, metrics=metrics, **kwargs)
         if not train_metrics:  # absent when True: configs saved before it load alike
             config["train_metrics"] = False
+        if not log_gradient_cosine:
+            config["log_gradient_cosine"] = False
         self._compile_config = _SerializableCompileConfig(**config)
 
     def _per_task_argument(self, argument, value):
@@ -274,6 +286,7 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         for group in ("penalty", "skipped"):
             if group in trackers:
                 metrics.append(trackers[group])
+        metrics.extend(self._visible_gradient_cosine())
         for metric_list in trackers.get("task", {}).values():
             metrics.extend(metric_list)
         unique = []

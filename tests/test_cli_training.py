@@ -364,3 +364,19 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tmp_path
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
                                    keras.ops.convert_to_numpy(want), atol=1e-6,
                                    err_msg=want.path)
+
+
+def test_tensorboard_logs_the_balancers_gradient_cosines(tmp_path):
+    logs = tmp_path / "tb"
+    code = cli.main(["train", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "2",
+                     "--weighting", "pcgrad", "--tensorboard", str(logs), *FAST,
+                     *outputs(tmp_path)])
+    assert code == 0
+    train, dev = scalars(logs / "train"), scalars(logs / "validation")
+    pairs = sorted(tag for tag in train if tag.startswith("epoch_grad_cos/"))
+    assert pairs == ["epoch_grad_cos/size-tags", "epoch_grad_cos/species-size",
+                     "epoch_grad_cos/species-tags"], sorted(train)
+    for tag in pairs:
+        assert len(train[tag]) == 2 and all(-1.0 <= v <= 1.0 for v in train[tag]), tag
+    assert not [tag for tag in dev if "grad_cos" in tag]  # training-only
+    assert len(train["epoch_learning_rate"]) == 2

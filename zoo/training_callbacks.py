@@ -233,8 +233,9 @@ def run_callbacks(*, early_stopping: int = 0, tensorboard_dir: str | None = None
             restore_best_weights=True))
     if tensorboard_dir:
         # Keras' TensorBoard writes every value `fit` logs (per-task losses,
-        # weights and metrics, train and dev) and adds the optimizer's
-        # current learning rate (a schedule's value at this step) itself.
+        # weights and metrics, train and dev; a balancer's training-only
+        # `grad_cos/<a>-<b>`) and adds the optimizer's current learning rate
+        # (a schedule's value at this step) itself.
         callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir))
     return callbacks
 
