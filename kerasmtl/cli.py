@@ -329,19 +329,54 @@ def _recipe_options(args) -> dict:
 
 
 def _train(args) -> int:
-    from zoo.training import train_zoo_model
+    import tempfile
 
-    train_zoo_model(
-        args.model, args.data, **_recipe_options(args),
-        save_path=args.save or os.path.join("exported", f"{args.model}.keras"),
-        export_dir=args.export_dir or os.path.join("exported", args.model),
-        preset=args.preset, save_preset=args.save_preset,
-        command=_command_line(args),
-        early_stopping=args.early_stopping, monitor=args.monitor,
-        tensorboard_dir=args.tensorboard,
-        checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-    )
+    from kerasmtl.multi_worker import cluster_from_tf_config
+
+    paths = {
+        "save_path": args.save or os.path.join("exported", f"{args.model}.keras"),
+        "export_dir": args.export_dir or os.path.join("exported", args.model),
+        "save_preset": args.save_preset, "tensorboard_dir": args.tensorboard,
+        "checkpoint_dir": args.checkpoint_dir,
+    }
+    cluster = cluster_from_tf_config()
+    strategy = None
+    with tempfile.TemporaryDirectory(prefix="kerasmtl-worker-") as scratch:
+        if cluster is not None:
+            import tensorflow as tf
+
+            # TF_CONFIG names several workers: every worker runs this same
+            # command (README, "Training on several machines").
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            paths = _worker_paths(paths, worker=cluster[1], scratch=scratch)
+        from zoo.training import train_zoo_model
+
+        train_zoo_model(
+            args.model, args.data, **_recipe_options(args), **paths,
+            preset=args.preset, command=_command_line(args),
+            early_stopping=args.early_stopping, monitor=args.monitor,
+            resume=args.resume, strategy=strategy,
+        )
     return 0
+
+
+def _worker_paths(paths: dict, *, worker: int, scratch: str) -> dict:
+    """Where worker `worker` of a multi-worker run writes. Worker 0 (the
+    chief) writes what was asked; every other worker saves and exports the
+    same model into `scratch` (discarded: saving may run collective ops, so
+    all workers save, as TensorFlow's multi-worker guide says), writes no
+    TensorBoard logs, and keeps its own backup in `<checkpoint_dir>.worker-<i>`
+    (each worker restores its own on --resume)."""
+    if worker == 0:
+        return paths
+    paths = dict(paths)
+    for key in ("save_path", "export_dir", "save_preset"):
+        if paths[key]:
+            paths[key] = os.path.join(scratch, key, os.path.basename(paths[key]))
+    paths["tensorboard_dir"] = None
+    if paths["checkpoint_dir"]:
+        paths["checkpoint_dir"] = f"{paths['checkpoint_dir'].rstrip(os.sep)}.worker-{worker}"
+    return paths
 
 
 def _command_line(args) -> str:

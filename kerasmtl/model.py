@@ -325,11 +325,13 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             if replicas > 1:
                 # Shards hold different numbers of known labels: scale each
                 # replica's masked mean so that the mean over replicas is the
-                # masked mean of the global batch (exact for linear weightings).
+                # masked mean of the global batch.
                 global_count = all_reduce_sum(count)
                 mean = ops.divide_no_nan(mean * count * replicas, global_count)
             losses[task.name] = mean * task.loss_weight
             present[task.name] = ops.cast(global_count > 0, "float32")
+        if replicas > 1:
+            losses = _global_values(losses, replicas)
         total = self.weighting(losses, present, training=training)
         if self._mtl_metrics and track_weights:
             self._track_weights()
@@ -688,3 +690,25 @@ def _check_soft_sharing(model, soft_sharing):
         for layer_name in group:
             model.get_layer(layer_name)  # raises a ValueError naming the layer
     return {"penalty": penalty, "groups": groups}
+
+
+def _global_values(losses: dict, replicas: int) -> dict:
+    """Each replica's per-task loss estimates, valued at the global-batch
+    loss (their mean over the replicas, one all-reduce) but differentiated
+    as the replica's own estimate.
+
+    A weighting `f` that is not linear in the losses (the geometric mean,
+    logs, FAMO, STCH) would otherwise see a different loss on each replica,
+    and log(0) on a shard without a label of a task; now every replica
+    computes `f'(L) * grad(L_replica)`, whose mean over the replicas (what
+    the optimizer's summed gradients of `total / replicas` give) is exactly
+    `f'(L) * grad(L)`, the single-device gradient.
+    """
+    names = list(losses)
+    # Stacked without a gradient path: a task's loss must stay disconnected
+    # from the other tasks' heads (the balancers find the shared variables
+    # by which task losses reach them).
+    local = ops.stop_gradient(ops.stack([losses[name] for name in names]))
+    global_losses = all_reduce_sum(local) / replicas
+    return {name: losses[name] + ops.stop_gradient(global_losses[i] - losses[name])
+            for i, name in enumerate(names)}

@@ -125,3 +125,50 @@ def _check_supported_strategy(model) -> None:
             "tf.distribute.MultiWorkerMirroredStrategy (see the README section "
             "'Training on several machines')."
         )
+
+
+def cluster_from_tf_config(environ=None) -> tuple[int, int] | None:
+    """`(number of workers, this worker's index)` when the `TF_CONFIG`
+    environment variable names a cluster of several workers, else None.
+
+    Refuses a `TF_CONFIG` that is not JSON, has no `task` or names a task
+    type other than `worker`/`chief` (only `MultiWorkerMirroredStrategy`
+    is supported), with what to write instead.
+
+    >>> cluster_from_tf_config({})
+    >>> config = ('{"cluster": {"worker": ["a:1", "b:1"]}, '
+    ...           '"task": {"type": "worker", "index": 1}}')
+    >>> cluster_from_tf_config({"TF_CONFIG": config})
+    (2, 1)
+    """
+    import json
+    import os
+
+    environ = os.environ if environ is None else environ
+    text = environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return None
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config.get("task", {})
+        workers = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"TF_CONFIG is not a cluster description ({error!r}): give JSON with "
+            f"\"cluster\" and \"task\", e.g. {example}") from None
+    other = sorted(set(cluster) - {"chief", "worker"})
+    if other or kind not in ("chief", "worker"):
+        raise ValueError(
+            f"TF_CONFIG names task types {other or [kind]}: kerasmtl trains on "
+            "several machines with MultiWorkerMirroredStrategy only, whose "
+            f"cluster has workers (and optionally one chief), e.g. {example}")
+    if len(workers) < 2:
+        return None
+    position = index + (len(cluster.get("chief", [])) if kind == "worker" else 0)
+    if not 0 <= position < len(workers):
+        raise ValueError(f"TF_CONFIG's task index {index} is not a {kind} of its "
+                         f"cluster ({len(workers)} processes in all).")
+    return len(workers), position

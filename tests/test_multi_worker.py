@@ -3,15 +3,18 @@ worker processes (TF_CONFIG on 127.0.0.1, collective ops over loopback).
 
 Keras 3's own `fit` fails there (keras-team/keras#20585); kerasmtl's
 `MultiWorkerTrainingMixin` works around it. Each worker trains 4 SGD steps
-(2 epochs of 2 global batches of 16) with a loss weighting and with a gradient
-balancer, the shards holding different numbers of known labels; weights,
-History and `evaluate` must equal the single-device run on the same data.
+(2 epochs of 2 global batches of 16) with every registered loss weighting and
+gradient balancer, the shards holding different numbers of known labels (one
+worker's shard has no `size` label at all); weights and History (and, for
+three of them, `evaluate` and `predict`) must equal the single-device run on
+the same data. `kerasmtl train` under TF_CONFIG is checked the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,7 +27,8 @@ import pytest
 import tensorflow as tf
 
 import kerasmtl as mtl
-from kerasmtl.multi_worker import spans_workers
+from kerasmtl.multi_worker import cluster_from_tf_config, spans_workers
+from kerasmtl.weighting_spec import registered_weightings
 
 WORKER_SCRIPT = '''
 import json, os, sys
@@ -44,9 +48,24 @@ y = {"species": y["species"], "size": y["size"]}
 for start in (0, 16):                         # in each global batch of 16:
     y["size"][start:start + 8] = np.nan       # worker 0's half: no size label
     y["species"][start + 8:start + 12] = -1   # worker 1's half: 4 classes missing
-WEIGHTINGS = {"equal": mtl.weighting.Equal,
-              "uncertainty": lambda: mtl.weighting.Uncertainty(init_log_variance=0.3),
-              "pcgrad": lambda: mtl.weighting.PCGrad(seed=3)}
+from kerasmtl.weighting_spec import accepted_arguments, registered_weightings
+
+# Every registered loss weighting and gradient balancer, seeded where it
+# draws random numbers (RLW, PCGrad's order, GradVac, GradDrop), plus one
+# balancer on the shared representation's gradient (rep_grad=True).
+ARGUMENTS = {"Static": {"weights": {"species": 1.0, "size": 0.5}},
+             "Uncertainty": {"init_log_variance": 0.3},
+             "STCH": {"warmup_epochs": 1}}
+WEIGHTINGS = {}
+for entry in registered_weightings():
+    cls = getattr(mtl.weighting, entry.class_name)
+    kwargs = dict(ARGUMENTS.get(entry.class_name, {}))
+    if "seed" in accepted_arguments(cls):
+        kwargs["seed"] = 3
+    WEIGHTINGS[entry.class_name.lower()] = (
+        lambda cls=cls, kwargs=kwargs: cls(**kwargs))
+WEIGHTINGS["upgrad_rep_grad"] = lambda: mtl.weighting.UPGrad(rep_grad=True)
+DETAILED = ("equal", "uncertainty", "pcgrad")   # also evaluate and predict
 
 def run(name):
     with strategy.scope():
@@ -60,15 +79,17 @@ def run(name):
         model.compile(optimizer=keras.optimizers.SGD(0.1))
     start = model.get_weights()
     history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-    logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
-    prediction = model.predict(x, batch_size=16, verbose=0)
-    return {
+    result = {
         "start": [w.tolist() for w in start],
         "weights": [w.tolist() for w in model.get_weights()],
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "evaluate": {k: float(v) for k, v in logs.items()},
-        "predict": {k: v.tolist() for k, v in prediction.items()},
     }
+    if name in DETAILED:
+        logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+        prediction = model.predict(x, batch_size=16, verbose=0)
+        result["evaluate"] = {k: float(v) for k, v in logs.items()}
+        result["predict"] = {k: v.tolist() for k, v in prediction.items()}
+    return result
 
 result = {name: run(name) for name in WEIGHTINGS}
 result["replicas"] = strategy.num_replicas_in_sync
@@ -146,9 +167,16 @@ def _max_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
 
 
+ALL_WEIGHTINGS = [entry.class_name.lower() for entry in registered_weightings()]
+ALL_WEIGHTINGS.append("upgrad_rep_grad")
+
+
 @pytest.mark.large
-@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "pcgrad"])
+@pytest.mark.parametrize("weighting", ALL_WEIGHTINGS)
 def test_two_workers_equal_single_device(results, weighting):
+    """Weights and History after 4 steps (2 epochs, so DWA's and STCH's
+    epoch-end state and the random methods' draws are used too) equal the
+    single-device run; for three weightings, evaluate and predict as well."""
     single = results["single"][weighting]
     assert results["single"]["replicas"] == 1
     assert _max_diff(single["weights"], single["start"]) > 1e-2  # the steps moved
@@ -158,13 +186,15 @@ def test_two_workers_equal_single_device(results, weighting):
         assert _max_diff(got["start"], single["start"]) == 0.0
         assert _max_diff(got["weights"], single["weights"]) < 1e-5, worker
         assert set(got["history"]) == set(single["history"])
-        assert {"loss/species", "loss/size", "weight/size"} <= set(got["history"])
+        assert {"loss/species", "loss/size"} <= set(got["history"])
         for key, values in single["history"].items():
             np.testing.assert_allclose(got["history"][key], values, atol=1e-5, err_msg=key)
-        for key, value in single["evaluate"].items():
+        assert set(got.get("evaluate", {})) == set(single.get("evaluate", {}))
+        for key, value in single.get("evaluate", {}).items():
             np.testing.assert_allclose(got["evaluate"][key], value, atol=1e-5, err_msg=key)
-        for key, value in single["predict"].items():
+        for key, value in single.get("predict", {}).items():
             np.testing.assert_allclose(got["predict"][key], value, atol=1e-5, err_msg=key)
+    assert ("evaluate" in single) == (weighting in ("equal", "uncertainty", "pcgrad"))
 
 
 def _tiny_model():
@@ -194,3 +224,75 @@ def test_parameter_server_strategy_is_refused():
 def test_single_process_strategies_are_not_multi_worker():
     assert not spans_workers(tf.distribute.get_strategy())
     assert not spans_workers(tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+@pytest.mark.large
+def test_cli_train_on_two_workers_equals_one_process(tmp_path):
+    """`kerasmtl train` with TF_CONFIG naming two workers (README, "Training
+    on several machines"): worker 0 saves and exports, worker 1 writes
+    nothing where it runs, and the saved model equals a one-process run's."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    base_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base_env.pop("TF_CONFIG", None)
+    argv = [sys.executable, "-m", "kerasmtl", "train", "tabular_mtl_mlp", "--data",
+            "synthetic", "--epochs", "2", "--weighting", "gls",
+            "--save", "m.keras", "--export-dir", "exported"]
+    commands = []
+    for name in ("worker0", "worker1", "single"):
+        (tmp_path / name).mkdir()
+        env = dict(base_env)
+        if name != "single":
+            task = {"type": "worker", "index": int(name[-1])}
+            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+        # Each process runs in its own directory (the relative paths above).
+        commands.append((["sh", "-c", f'cd "{tmp_path / name}" && exec "$@"', "sh", *argv],
+                         env))
+    outputs = _run_processes(commands, TIMEOUT_S)
+    assert "exported SavedModel: exported/1" in outputs[0]
+    assert sorted(os.listdir(tmp_path / "worker1")) == []
+    assert (tmp_path / "worker0" / "exported" / "1" / "saved_model.pb").is_file()
+    got, want = (keras.models.load_model(tmp_path / name / "m.keras").get_weights()
+                 for name in ("worker0", "single"))
+    assert _max_diff(got, want) < 1e-5
+    # Both workers print the one-process run's dev figures (4 decimals).
+    figures = [_dev_figures(output) for output in outputs]
+    assert figures[2] and set(figures[0]) == set(figures[1]) == set(figures[2])
+    for key, value in figures[2].items():
+        assert abs(figures[0][key] - value) <= 2e-4 and abs(figures[1][key] - value) <= 2e-4
+
+
+def _dev_figures(output: str) -> dict[str, float]:
+    report = output.split("dev set:")[1].split("saved")[0]
+    figures = {}
+    for line in report.strip().splitlines():
+        task, *pairs = line.split()
+        for pair in pairs:
+            key, value = pair.rstrip(",").split("=")
+            figures[f"{task}/{key}"] = float(value)
+    return figures
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "not a cluster description.*e.g. TF_CONFIG="),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}}', "not a cluster description"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "worker", '
+     '"index": 0}}', r"task types \['ps'\].*MultiWorkerMirroredStrategy only"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}',
+     "task index 2 is not a worker of its cluster"),
+])
+def test_bad_tf_config_is_refused_by_the_cli(monkeypatch, capsys, config, message):
+    from kerasmtl import cli
+
+    monkeypatch.setenv("TF_CONFIG", config)
+    code = cli.main(["train", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "1"])
+    assert code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_one_worker_tf_config_trains_without_a_strategy():
+    config = '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}'
+    assert cluster_from_tf_config({"TF_CONFIG": config}) is None
+    chief = ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, '
+             '"task": {"type": "worker", "index": 0}}')
+    assert cluster_from_tf_config({"TF_CONFIG": chief}) == (2, 1)

@@ -245,6 +245,7 @@ def train_zoo_model(
     checkpoint_dir: str | None = None,
     resume: bool = False,
     callbacks: list | None = None,
+    strategy: tf.distribute.Strategy | None = None,
     print_fn: Callable[[str], None] = print,
 ) -> dict:
     """Trains zoo model `name` on `spec`, evaluates on dev, saves and exports.
@@ -286,6 +287,9 @@ def train_zoo_model(
         resume: bool. Continue the run backed up in `checkpoint_dir` (its
             settings must match). Defaults to `False`.
         callbacks: extra Keras callbacks, run after the run's own.
+        strategy: a `tf.distribute.Strategy` to build and train under
+            (e.g. `MultiWorkerMirroredStrategy`, made before any TensorFlow
+            op runs), or None for the current one.
         print_fn: where the log goes.
 
     Returns:
@@ -304,11 +308,12 @@ def train_zoo_model(
     keras.utils.set_random_seed(seed)
     if weighting is None and settings.weighting is not None:
         print_fn(f"weighting: {settings.weighting} (recipe)")
-    model = _build(name, data, data.tasks, settings.weighting_factory(weighting))
-    if preset is not None:
-        _start_from_preset(name, preset, model, print_fn)
-    model.compile(optimizer=settings.make_optimizer(steps),
-                  train_metrics=settings.train_metrics)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = _build(name, data, data.tasks, settings.weighting_factory(weighting))
+        if preset is not None:
+            _start_from_preset(name, preset, model, print_fn)
+        model.compile(optimizer=settings.make_optimizer(steps),
+                      train_metrics=settings.train_metrics)
     if checkpoint_dir:
         record = training_callbacks.run_record(
             name, spec, model=model, settings=settings, seed=seed,

@@ -71,7 +71,8 @@ class DynamicWeightAverage(LossWeighting):
         self.previous_losses.assign(last)
         self.last_losses.assign(current)
         self.epochs_seen.assign(self.epochs_seen + 1.0)
-        if float(self.epochs_seen) >= 2:
+        # float() refuses a MirroredVariable of a multi-worker strategy.
+        if float(keras.ops.convert_to_numpy(self.epochs_seen)) >= 2:
             self.epoch_weights.assign(
                 dwa_weights(current, last, self.temperature).astype("float32")
             )
