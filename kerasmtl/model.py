@@ -310,28 +310,22 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         y = self.check_label_structure(y)
         sample_weights = self._sample_weights_by_task(sample_weight)
         replicas = replicas_in_sync()
-        losses, present = {}, {}
+        means, counts = {}, {}
         for task in self._tasks:
             labels = task.assert_label_values(y[task.name])
-            mean, count = task.masked_loss(
+            means[task.name], counts[task.name] = task.masked_loss(
                 labels,
                 y_pred[task.name],
                 sample_weight=sample_weights[task.name],
                 loss_fn=self._loss_fns[task.name],
             )
             if self._mtl_metrics:
-                self._mtl_metrics["loss"][task.name].update_state(mean, sample_weight=count)
-            global_count = count
-            if replicas > 1:
-                # Shards hold different numbers of known labels: scale each
-                # replica's masked mean so that the mean over replicas is the
-                # masked mean of the global batch.
-                global_count = all_reduce_sum(count)
-                mean = ops.divide_no_nan(mean * count * replicas, global_count)
-            losses[task.name] = mean * task.loss_weight
-            present[task.name] = ops.cast(global_count > 0, "float32")
+                self._mtl_metrics["loss"][task.name].update_state(
+                    means[task.name], sample_weight=counts[task.name])
         if replicas > 1:
-            losses = _global_values(losses, replicas)
+            means, counts = _global_means(means, counts, replicas)
+        losses = {t.name: means[t.name] * t.loss_weight for t in self._tasks}
+        present = {name: ops.cast(count > 0, "float32") for name, count in counts.items()}
         total = self.weighting(losses, present, training=training)
         if self._mtl_metrics and track_weights:
             self._track_weights()
@@ -692,23 +686,33 @@ def _check_soft_sharing(model, soft_sharing):
     return {"penalty": penalty, "groups": groups}
 
 
-def _global_values(losses: dict, replicas: int) -> dict:
-    """Each replica's per-task loss estimates, valued at the global-batch
-    loss (their mean over the replicas, one all-reduce) but differentiated
-    as the replica's own estimate.
+def _global_means(means: dict, counts: dict, replicas: int) -> tuple[dict, dict]:
+    """Each replica's masked mean per task, valued at the global batch's
+    masked mean but differentiated as the replica's share of it; and the
+    global count of known labels. One all-reduce of `2 T` numbers.
 
-    A weighting `f` that is not linear in the losses (the geometric mean,
-    logs, FAMO, STCH) would otherwise see a different loss on each replica,
-    and log(0) on a shard without a label of a task; now every replica
-    computes `f'(L) * grad(L_replica)`, whose mean over the replicas (what
-    the optimizer's summed gradients of `total / replicas` give) is exactly
-    `f'(L) * grad(L)`, the single-device gradient.
+    Shards hold different numbers of known labels: a replica's share is its
+    masked mean times `count * replicas / global_count`, whose mean over the
+    replicas is the global masked mean `L` (what the optimizer's summed
+    gradients of `total / replicas` need). A weighting `f` that is not linear
+    in the losses (the geometric mean, logs, FAMO, STCH) must also be
+    evaluated at `L`, not at the replica's share (log(0) on a shard without
+    a label of the task): each replica then computes `f'(L) * grad(share)`,
+    and their mean is exactly `f'(L) * grad(L)`, the single-device gradient.
     """
-    names = list(losses)
+    names = list(means)
+    means = {n: ops.cast(means[n], "float32") for n in names}
+    counts = {n: ops.cast(counts[n], "float32") for n in names}
+    sums = ops.stack([ops.stop_gradient(means[n]) * counts[n] for n in names])
     # Stacked without a gradient path: a task's loss must stay disconnected
     # from the other tasks' heads (the balancers find the shared variables
     # by which task losses reach them).
-    local = ops.stop_gradient(ops.stack([losses[name] for name in names]))
-    global_losses = all_reduce_sum(local) / replicas
-    return {name: losses[name] + ops.stop_gradient(global_losses[i] - losses[name])
-            for i, name in enumerate(names)}
+    totals = all_reduce_sum(ops.concatenate([sums, ops.stack([counts[n] for n in names])]))
+    global_means, global_counts = {}, {}
+    for i, name in enumerate(names):
+        global_count = totals[len(names) + i]
+        share = ops.divide_no_nan(means[name] * counts[name] * replicas, global_count)
+        value = ops.divide_no_nan(totals[i], global_count)
+        global_means[name] = share + ops.stop_gradient(value - share)
+        global_counts[name] = global_count
+    return global_means, global_counts
