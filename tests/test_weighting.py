@@ -166,3 +166,22 @@ def test_uncertainty_learns_in_fit():
     model.compile(optimizer=__import__("keras").optimizers.Adam(0.05))
     model.fit(x, y, epochs=3, batch_size=32, verbose=0)
     assert not np.allclose(model.weighting.log_variances.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mtl.weighting.CAGrad(iterations=2.5),
+    lambda: mtl.weighting.NashMTL(iterations=2.5),
+    lambda: mtl.weighting.FairGrad(iterations=0),
+])
+def test_iterations_must_be_a_whole_number_at_least_one(make):
+    # 2.5 used to be truncated to 2 by CAGrad and NashMTL, silently.
+    with pytest.raises(ValueError, match=r"`iterations`. Expected an int >= 1. Received"):
+        make()
+
+
+def test_nan_fails_every_bound():
+    for make in (lambda: mtl.weighting.DynamicWeightAverage(temperature=float("nan")),
+                 lambda: mtl.weighting.MoCo(beta=float("nan")),
+                 lambda: mtl.weighting.FAMO(decay=float("nan"))):
+        with pytest.raises(ValueError, match="Invalid value for argument"):
+            make()

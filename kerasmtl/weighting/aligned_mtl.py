@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_choice
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, mask_gram
 
 SCALES = ("min", "median", "rmse")
@@ -48,12 +49,7 @@ class AlignedMTL(GradientBalancer):
 
     def __init__(self, scale: str = "min", rep_grad: bool = False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if scale not in SCALES:
-            raise ValueError(
-                f"Invalid value for argument `scale`. Expected one of {SCALES}. "
-                f"Received: scale={scale!r}"
-            )
-        self.scale = scale
+        self.scale = check_choice("scale", scale, SCALES)
 
     def weights_from_gram(self, gram, losses, active, step):
         num_tasks = gram.shape[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_choice, check_float, check_int
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     mask_gram,
@@ -63,23 +64,11 @@ class CAGrad(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(c) >= 0:
-            raise ValueError(
-                f"Invalid value for argument `c`. Expected a float >= 0. Received: c={c}"
-            )
-        if rescale not in RESCALES:
-            raise ValueError(
-                "Invalid value for argument `rescale`. Expected 0, 1 or 2. "
-                f"Received: rescale={rescale!r}"
-            )
-        if int(iterations) < 1:
-            raise ValueError(
-                "Invalid value for argument `iterations`. Expected an int >= 1. "
-                f"Received: iterations={iterations}"
-            )
-        self.c = float(c)
-        self.rescale = int(rescale)
-        self.iterations = int(iterations)
+        self.c = check_float("c", c, minimum=0)
+        self.rescale = int(
+            check_choice("rescale", rescale, RESCALES, expected="0, 1 or 2")
+        )
+        self.iterations = check_int("iterations", iterations, minimum=1)
 
     def weights_from_gram(self, gram, losses, active, step):
         mask = tf.cast(active, gram.dtype)

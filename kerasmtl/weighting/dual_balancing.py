@@ -27,6 +27,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, task_weight_variable
 
 
@@ -70,24 +71,11 @@ class DBMTL(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(
-                "Invalid value for argument `beta`. Expected a float in [0, 1). "
-                f"Received: beta={beta}"
-            )
-        if not float(beta_sigma) >= 0:
-            raise ValueError(
-                "Invalid value for argument `beta_sigma`. Expected a float >= 0. "
-                f"Received: beta_sigma={beta_sigma}"
-            )
-        if not float(epsilon) > 0:
-            raise ValueError(
-                "Invalid value for argument `epsilon`. Expected a float > 0. "
-                f"Received: epsilon={epsilon}"
-            )
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
-        self.epsilon = float(epsilon)
+        self.beta = check_float(
+            "beta", beta, minimum=0, maximum=1, include_maximum=False
+        )
+        self.beta_sigma = check_float("beta_sigma", beta_sigma, minimum=0)
+        self.epsilon = check_float("epsilon", epsilon, minimum=0, include_minimum=False)
 
     def build_state(self, num_tasks):
         self.norm_averages = task_weight_variable(self, "gradient_norm_averages", (num_tasks,))

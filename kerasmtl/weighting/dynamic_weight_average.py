@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.base import LossWeighting
 
 
@@ -41,12 +42,9 @@ class DynamicWeightAverage(LossWeighting):
 
     def __init__(self, temperature: float = 2.0, **kwargs):
         super().__init__(**kwargs)
-        if not temperature > 0:
-            raise ValueError(
-                "Invalid value for argument `temperature`. Expected a float > 0. "
-                f"Received: temperature={temperature}"
-            )
-        self.temperature = float(temperature)
+        self.temperature = check_float(
+            "temperature", temperature, minimum=0, include_minimum=False
+        )
 
     def build_state(self, num_tasks):
         def state(name, init="zeros", shape=(num_tasks,)):

@@ -47,6 +47,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, task_weight_variable
 
 
@@ -99,18 +100,10 @@ class ExcessMTL(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(step_size) > 0:
-            raise ValueError(
-                "Invalid value for argument `step_size`. Expected a float > 0. "
-                f"Received: step_size={step_size}"
-            )
-        if not float(epsilon) > 0:
-            raise ValueError(
-                "Invalid value for argument `epsilon`. Expected a float > 0. "
-                f"Received: epsilon={epsilon}"
-            )
-        self.step_size = float(step_size)
-        self.epsilon = float(epsilon)
+        self.step_size = check_float(
+            "step_size", step_size, minimum=0, include_minimum=False
+        )
+        self.epsilon = check_float("epsilon", epsilon, minimum=0, include_minimum=False)
 
     def build_state(self, num_tasks):
         shape = (num_tasks,)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float, check_int
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, mask_gram
 
 # Relative residual of `(G w)_t w_t^(1/alpha) = 1` at which Newton stops.
@@ -97,18 +98,8 @@ class FairGrad(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(alpha) > 0:
-            raise ValueError(
-                "Invalid value for argument `alpha`. Expected a float > 0. "
-                f"Received: alpha={alpha}"
-            )
-        if int(iterations) != iterations or int(iterations) < 1:
-            raise ValueError(
-                "Invalid value for argument `iterations`. Expected an int >= 1. "
-                f"Received: iterations={iterations}"
-            )
-        self.alpha = float(alpha)
-        self.iterations = int(iterations)
+        self.alpha = check_float("alpha", alpha, minimum=0, include_minimum=False)
+        self.iterations = check_int("iterations", iterations, minimum=1)
 
     def weights_from_gram(self, gram, losses, active, step):
         weights = fairgrad_weights(gram, active, self.alpha, self.iterations)

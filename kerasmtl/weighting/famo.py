@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_choice, check_float
 from kerasmtl.weighting.base import LossWeighting
 
 OPTIMIZERS = ("adam", "sgd")
@@ -73,30 +74,12 @@ class FAMO(LossWeighting):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not float(learning_rate) > 0:
-            raise ValueError(
-                "Invalid value for argument `learning_rate`. Expected a float > 0. "
-                f"Received: learning_rate={learning_rate}"
-            )
-        if not float(decay) >= 0:
-            raise ValueError(
-                "Invalid value for argument `decay`. Expected a float >= 0. "
-                f"Received: decay={decay}"
-            )
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"Invalid value for argument `optimizer`. Expected one of {OPTIMIZERS}. "
-                f"Received: optimizer={optimizer!r}"
-            )
-        if not float(epsilon) > 0:
-            raise ValueError(
-                "Invalid value for argument `epsilon`. Expected a float > 0. "
-                f"Received: epsilon={epsilon}"
-            )
-        self.learning_rate = float(learning_rate)
-        self.decay = float(decay)
-        self.optimizer = optimizer
-        self.epsilon = float(epsilon)
+        self.learning_rate = check_float(
+            "learning_rate", learning_rate, minimum=0, include_minimum=False
+        )
+        self.decay = check_float("decay", decay, minimum=0)
+        self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
+        self.epsilon = check_float("epsilon", epsilon, minimum=0, include_minimum=False)
 
     def build_state(self, num_tasks):
         def state(name, shape=(num_tasks,)):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import GradientBalancer
 
 SEED_STATE_KEY = "seed_generator_state"
@@ -73,16 +74,11 @@ class GradDrop(GradientBalancer):
         self, leak: float = 0.0, seed: int | None = None, rep_grad: bool = False, **kwargs
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not 0.0 <= float(leak) <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `leak`. Expected a float in [0, 1]. "
-                f"Received: leak={leak}"
-            )
+        self.leak = check_float("leak", leak, minimum=0, maximum=1)
         if seed is not None and int(seed) != seed:
             raise ValueError(
                 f"Invalid value for argument `seed`. Expected an int or None. Received: seed={seed!r}"
             )
-        self.leak = float(leak)
         self.seed = None if seed is None else int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="graddrop_seed")
 

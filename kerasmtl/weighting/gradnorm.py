@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     masked_mean,
@@ -62,18 +63,10 @@ class GradNorm(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(alpha) >= 0:
-            raise ValueError(
-                "Invalid value for argument `alpha`. Expected a float >= 0. "
-                f"Received: alpha={alpha}"
-            )
-        if not float(learning_rate) > 0:
-            raise ValueError(
-                "Invalid value for argument `learning_rate`. Expected a float > 0. "
-                f"Received: learning_rate={learning_rate}"
-            )
-        self.alpha = float(alpha)
-        self.learning_rate = float(learning_rate)
+        self.alpha = check_float("alpha", alpha, minimum=0)
+        self.learning_rate = check_float(
+            "learning_rate", learning_rate, minimum=0, include_minimum=False
+        )
 
     def build_state(self, num_tasks):
         self.initial_losses = task_weight_variable(self, "initial_losses", (num_tasks,))

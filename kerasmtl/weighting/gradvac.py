@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, task_weight_variable
 
 
@@ -53,12 +54,7 @@ class GradVac(GradientBalancer):
 
     def __init__(self, beta: float = 0.5, seed: int = 0, rep_grad: bool = False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not 0.0 <= float(beta) <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `beta`. Expected a float in [0, 1]. "
-                f"Received: beta={beta}"
-            )
-        self.beta = float(beta)
+        self.beta = check_float("beta", beta, minimum=0, maximum=1)
         self.seed = int(seed)
 
     def build_state(self, num_tasks):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_choice
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, min_norm_weights
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
@@ -54,12 +55,9 @@ class MGDA(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                "Invalid value for argument `normalization`. Expected one of "
-                f"{NORMALIZATIONS}. Received: normalization={normalization!r}"
-            )
-        self.normalization = normalization
+        self.normalization = check_choice(
+            "normalization", normalization, NORMALIZATIONS
+        )
 
     def weights_from_gram(self, gram, losses, active, step):
         if self.normalization == "none":

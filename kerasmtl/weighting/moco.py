@@ -40,6 +40,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_choice, check_float
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     mask_gram,
@@ -108,30 +109,17 @@ class MoCo(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not 0.0 < float(beta) <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `beta`. Expected a float in (0, 1]. "
-                f"Received: beta={beta}"
-            )
-        for name, value in (("beta_sigma", beta_sigma), ("gamma", gamma),
-                            ("gamma_sigma", gamma_sigma), ("rho", rho)):
-            if not float(value) >= 0:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`. Expected a float >= 0. "
-                    f"Received: {name}={value}"
-                )
-        if lambda_update not in LAMBDA_UPDATES:
-            raise ValueError(
-                "Invalid value for argument `lambda_update`. Expected one of "
-                f"{LAMBDA_UPDATES}. Received: lambda_update={lambda_update!r}"
-            )
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
-        self.gamma = float(gamma)
-        self.gamma_sigma = float(gamma_sigma)
-        self.rho = float(rho)
+        self.beta = check_float(
+            "beta", beta, minimum=0, maximum=1, include_minimum=False
+        )
+        self.beta_sigma = check_float("beta_sigma", beta_sigma, minimum=0)
+        self.gamma = check_float("gamma", gamma, minimum=0)
+        self.gamma_sigma = check_float("gamma_sigma", gamma_sigma, minimum=0)
+        self.rho = check_float("rho", rho, minimum=0)
+        self.lambda_update = check_choice(
+            "lambda_update", lambda_update, LAMBDA_UPDATES
+        )
         self.normalize = bool(normalize)
-        self.lambda_update = lambda_update
 
     def build_state(self, num_tasks):
         self.tracked_norms = task_weight_variable(self, "tracked_norms", (num_tasks,))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     mask_gram,
@@ -91,18 +92,8 @@ class MoDo(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(gamma) >= 0:
-            raise ValueError(
-                "Invalid value for argument `gamma`. Expected a float >= 0. "
-                f"Received: gamma={gamma}"
-            )
-        if not float(rho) >= 0:
-            raise ValueError(
-                "Invalid value for argument `rho`. Expected a float >= 0. "
-                f"Received: rho={rho}"
-            )
-        self.gamma = float(gamma)
-        self.rho = float(rho)
+        self.gamma = check_float("gamma", gamma, minimum=0)
+        self.rho = check_float("rho", rho, minimum=0)
 
     def build_state(self, num_tasks):
         self.simplex_weights = task_weight_variable(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_int
 from kerasmtl.weighting.gradient_balancer import GradientBalancer, mask_gram
 
 
@@ -48,12 +49,7 @@ class NashMTL(GradientBalancer):
 
     def __init__(self, iterations: int = 20, rep_grad: bool = False, **kwargs):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if int(iterations) < 1:
-            raise ValueError(
-                "Invalid value for argument `iterations`. Expected an int >= 1. "
-                f"Received: iterations={iterations}"
-            )
-        self.iterations = int(iterations)
+        self.iterations = check_int("iterations", iterations, minimum=1)
 
     def weights_from_gram(self, gram, losses, active, step):
         mask = tf.cast(active, gram.dtype)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.base import LossWeighting
 
 
@@ -45,12 +46,7 @@ class ScaleInvariant(LossWeighting):
 
     def __init__(self, epsilon: float = 1e-8, **kwargs):
         super().__init__(**kwargs)
-        if not float(epsilon) > 0:
-            raise ValueError(
-                "Invalid value for argument `epsilon`. Expected a float > 0. "
-                f"Received: epsilon={epsilon}"
-            )
-        self.epsilon = float(epsilon)
+        self.epsilon = check_float("epsilon", epsilon, minimum=0, include_minimum=False)
 
     def combine(self, losses, present, training=False):
         known = present > 0

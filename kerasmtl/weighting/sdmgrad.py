@@ -53,6 +53,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float, check_int
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     mask_gram,
@@ -121,30 +122,14 @@ class SDMGrad(GradientBalancer):
         **kwargs,
     ):
         super().__init__(rep_grad=rep_grad, **kwargs)
-        if not float(lamda) >= 0:
-            raise ValueError(
-                "Invalid value for argument `lamda`. Expected a float >= 0. "
-                f"Received: lamda={lamda}"
-            )
-        if not float(learning_rate) > 0:
-            raise ValueError(
-                "Invalid value for argument `learning_rate`. Expected a float > 0. "
-                f"Received: learning_rate={learning_rate}"
-            )
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(
-                "Invalid value for argument `momentum`. Expected a float in [0, 1). "
-                f"Received: momentum={momentum}"
-            )
-        if int(iterations) != iterations or int(iterations) < 1:
-            raise ValueError(
-                "Invalid value for argument `iterations`. Expected an int >= 1. "
-                f"Received: iterations={iterations}"
-            )
-        self.lamda = float(lamda)
-        self.learning_rate = float(learning_rate)
-        self.momentum = float(momentum)
-        self.iterations = int(iterations)
+        self.lamda = check_float("lamda", lamda, minimum=0)
+        self.learning_rate = check_float(
+            "learning_rate", learning_rate, minimum=0, include_minimum=False
+        )
+        self.momentum = check_float(
+            "momentum", momentum, minimum=0, maximum=1, include_maximum=False
+        )
+        self.iterations = check_int("iterations", iterations, minimum=1)
 
     def build_state(self, num_tasks):
         self.simplex_weights = task_weight_variable(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.weighting.arguments import check_float, check_int
 from kerasmtl.weighting.base import LossWeighting
 
 
@@ -68,23 +69,9 @@ class STCH(LossWeighting):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not float(mu) > 0:
-            raise ValueError(
-                f"Invalid value for argument `mu`. Expected a float > 0. Received: mu={mu}"
-            )
-        if int(warmup_epochs) != warmup_epochs or warmup_epochs < 0:
-            raise ValueError(
-                "Invalid value for argument `warmup_epochs`. Expected an int >= 0. "
-                f"Received: warmup_epochs={warmup_epochs}"
-            )
-        if not float(epsilon) > 0:
-            raise ValueError(
-                "Invalid value for argument `epsilon`. Expected a float > 0. "
-                f"Received: epsilon={epsilon}"
-            )
-        self.mu = float(mu)
-        self.warmup_epochs = int(warmup_epochs)
-        self.epsilon = float(epsilon)
+        self.mu = check_float("mu", mu, minimum=0, include_minimum=False)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
+        self.epsilon = check_float("epsilon", epsilon, minimum=0, include_minimum=False)
 
     def build_state(self, num_tasks):
         def state(name, shape=(num_tasks,), init="zeros"):
