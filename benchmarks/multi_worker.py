@@ -20,6 +20,7 @@ gradient balancers one per task (the task gradients), plus the Gram matrix.
 
     python benchmarks/multi_worker.py                  # Equal, ~3 minutes
     python benchmarks/multi_worker.py --weighting pcgrad --hidden 512
+    python benchmarks/multi_worker.py --quick          # seconds: checks that it runs
 
 On 2 cores, two workers cannot be faster than one process: they share the
 same cores and add the all-reduce. The numbers say what the strategy and
@@ -51,7 +52,9 @@ tf.config.threading.set_inter_op_parallelism_threads(args["threads"])
 if args["mode"] == "process":
     strategy = tf.distribute.get_strategy()
 else:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    options = tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=args["bytes_per_pack"])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 import keras, numpy as np
 import kerasmtl as mtl
 from kerasmtl.data import synthetic_tabular
@@ -169,12 +172,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--allreduce-rounds", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--bytes-per-pack", type=int, default=0,
+                        help="MultiWorkerMirroredStrategy's CommunicationOptions: "
+                        "gradients packed into all-reduces of this many bytes "
+                        "(0: TensorFlow's default)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run (1,024 examples, 2 epochs): checks that it runs")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.examples, args.epochs, args.hidden, args.allreduce_rounds = 1024, 2, 32, 10
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is not timed)")
     settings = {key: getattr(args, key) for key in
                 ("weighting", "examples", "batch_size", "hidden", "layers", "epochs",
-                 "allreduce_rounds")}
+                 "allreduce_rounds", "bytes_per_pack")}
     try:
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:

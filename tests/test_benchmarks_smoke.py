@@ -89,3 +89,12 @@ def test_balancers_quick_prints_the_ratio_table_and_quality():
 def test_nuclei_smoke_prints_the_table_or_skips():
     out = run_benchmark("nuclei.py", "--smoke")
     assert re.search(r"^(verdict: mAP@\.50|skipped: no nuclei data)", out, re.M), out
+
+
+@pytest.mark.large
+def test_multi_worker_quick_prints_the_scaling_table():
+    out = run_benchmark("multi_worker.py", "--quick")
+    for label in ("1 process", r"1 worker \(strategy\)", "2 workers"):
+        assert re.search(rf"^{label}\s+\d+\s+[\d.]+\s+\d+\s+[\d.]+x\s+\S+$", out, re.M), out
+    assert re.search(r"^all-reduce of \d+ float32 .* ms = [\d.]+% of a 2-worker step$",
+                     out, re.M), out
