@@ -176,6 +176,16 @@ def test_concurrent_requests_merge_into_one_call_and_get_their_own_rows():
     for request, result in zip(requests, results):
         np.testing.assert_array_equal(result["y"], request * 2)
     batcher.stop()
+    # /monitoring's batching metrics, in TensorFlow's batching names.
+    text = batcher.metrics.exposition()
+    op = 'model_name="m",op_name="serving_default"'
+    prefix = ":tensorflow:serving:batching:"
+    assert f"{prefix}processed_batch_size_v2{{{op},batch_size=\"7\"}} 1" in text
+    assert f"{prefix}input_batch_size_v2_count{{{op}}} 4" in text
+    assert f"{prefix}input_batch_size_v2_sum{{{op}}} 7" in text
+    assert f'{prefix}input_batch_size_v2_bucket{{{op},le="2"}} 3' in text
+    assert f'{prefix}batch_delay_us_v2_count{{{op},processed_batch_size="7"}} 4' in text
+    assert f"{prefix}max_batch_size{{{op}}} 7" in text
 
 
 def test_lone_request_runs_at_once_with_the_default_timeout():
@@ -389,7 +399,12 @@ def test_rest_row_and_columnar_requests_merge_and_match_unbatched_calls(tabular)
             thread.start()
         for thread in threads:
             thread.join(30)
+        metrics = httpx.get(f"{url}/monitoring/prometheus/metrics", timeout=30).text
     assert app.state.batcher.batch_sizes == {6: 1}  # one call for all six
+    assert (':tensorflow:serving:batching:processed_batch_size_v2{model_name="tab",'
+            f'op_name="serving_default",batch_size="{sum(len(x) for x in xs)}"}} 1'
+            in metrics), metrics
+    assert ':tensorflow:serving:request_count{model_name="tab"' in metrics
     for i, response in enumerate(answers):
         assert response.status_code == 200, response.text
         if i % 2 == 0:

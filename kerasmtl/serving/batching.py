@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kerasmtl.serving.batching_metrics import BatchingMetrics
 from kerasmtl.serving.errors import ServingError
 
 logger = logging.getLogger("kerasmtl.serving")
@@ -223,8 +224,9 @@ def _message_class():
 class _Task:
     """One request: its checked arrays, and where its answer goes."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
+    def __init__(self, arrays: Mapping[str, np.ndarray], model: str):
         self.arrays, self.rows, self.done = arrays, 0, threading.Event()
+        self.model, self.enqueued = model, time.monotonic()
         self.outputs: dict[str, np.ndarray] | None = None
         self.error: ServingError | None = None
 
@@ -259,6 +261,7 @@ class Batcher:
     def __init__(self, parameters: BatchingParameters | None = None):
         self.parameters = parameters or BatchingParameters()
         self.batch_sizes: Counter = Counter()  # requests per call run -> calls
+        self.metrics = BatchingMetrics(self.parameters)  # for /monitoring
         self._queues: dict[object, list[_Batch]] = {}  # signature -> batches waiting
         self._batchable = weakref.WeakKeyDictionary()  # signature -> bool
         self._lock = threading.Condition()
@@ -271,10 +274,11 @@ class Batcher:
         """`signature(arrays)`, merged with concurrent requests; blocks until
         done. Raises the `ServingError` of the call, or 503 when the queue is
         full."""
-        task = _Task(arrays)
+        task = _Task(arrays, model)
         limits = self.parameters
         with self._lock:
             key = self._key(signature, task)
+            self.metrics.request(model, signature.name, task.rows)
             queue = self._queues.setdefault(signature, [])
             batch = None
             if key is not None and task.rows < limits.max_batch_size:
@@ -383,6 +387,9 @@ class Batcher:
 
     def _run(self, batch: _Batch) -> None:
         tasks, signature = batch.tasks, batch.signature
+        started = time.monotonic()
+        self.metrics.batch(tasks[0].model, signature.name, batch.rows,
+                           [1e6 * (started - t.enqueued) for t in tasks])
         try:
             if len(tasks) == 1:
                 _run_alone(signature, tasks[0])

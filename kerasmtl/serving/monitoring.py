@@ -102,18 +102,9 @@ class Metrics:
         count_key = (record.model, record.version, record.api, record.signature,
                      record.entrypoint, status)
         latency_key = (record.model, record.version, record.api, record.entrypoint)
-        index = _bucket_index(micros)
         with self._lock:
             self._counts[count_key] = self._counts.get(count_key, 0) + 1
-            cell = self._latency.get(latency_key)
-            if cell is None:
-                cell = self._latency[latency_key] = [
-                    [0] * len(LATENCY_BUCKETS_US), 0, 0.0]
-            if index < len(LATENCY_BUCKETS_US):
-                cell[0][index] += 1
-            else:
-                cell[1] += 1
-            cell[2] += micros
+            add_to_histogram(self._latency, latency_key, LATENCY_BUCKETS_US, micros)
         return seconds
 
     def exposition(self) -> str:
@@ -129,26 +120,16 @@ class Metrics:
         count_names = ("model_name", "version", "API", "signature_name",
                        "entrypoint", "status")
         for key, value in counts:
-            lines.append(f"{REQUEST_COUNT}{_labels(count_names, key)} {value}")
+            lines.append(f"{REQUEST_COUNT}{label_set(count_names, key)} {value}")
         lines += [
             f"# HELP {REQUEST_LATENCY} Distribution of wall time (in microseconds) "
             "for Tensorflow Serving request.",
             f"# TYPE {REQUEST_LATENCY} histogram",
         ]
         latency_names = ("model_name", "version", "API", "entrypoint")
-        for key, (buckets, overflow, total) in latency:
-            cumulative = 0
-            for bound, count in zip(LATENCY_BUCKETS_US, buckets):
-                cumulative += count
-                labels = _labels(latency_names + ("le",), key + (f"{bound:.10g}",))
-                lines.append(f"{REQUEST_LATENCY}_bucket{labels} {cumulative}")
-            cumulative += overflow
-            labels = _labels(latency_names + ("le",), key + ("+Inf",))
-            lines.append(f"{REQUEST_LATENCY}_bucket{labels} {cumulative}")
-            lines.append(f"{REQUEST_LATENCY}_sum{_labels(latency_names, key)} "
-                         f"{total:.10g}")
-            lines.append(f"{REQUEST_LATENCY}_count{_labels(latency_names, key)} "
-                         f"{cumulative}")
+        for key, cell in latency:
+            lines += histogram_lines(REQUEST_LATENCY, latency_names, key,
+                                     LATENCY_BUCKETS_US, cell)
         return "\n".join(lines) + "\n"
 
 
@@ -181,13 +162,45 @@ def access_line(method: str, path: str, record: RequestRecord, status_code: int,
     })
 
 
-def _bucket_index(micros: float) -> int:
+def _bucket_index(micros: float, bounds=LATENCY_BUCKETS_US) -> int:
     """The first bucket whose upper bound (inclusive, as Prometheus' `le`)
-    holds `micros`; `len(LATENCY_BUCKETS_US)` past the last."""
-    return bisect.bisect_left(LATENCY_BUCKETS_US, micros)
+    holds `micros`; `len(bounds)` past the last."""
+    return bisect.bisect_left(bounds, micros)
 
 
-def _labels(names, values) -> str:
+def add_to_histogram(cells: dict, key: tuple, bounds, value: float) -> None:
+    """Counts `value` in the histogram `cells[key]`: `[count per bucket (not
+    cumulative), count past the last bound, sum]` (the caller holds its lock)."""
+    cell = cells.get(key)
+    if cell is None:
+        cell = cells[key] = [[0] * len(bounds), 0, 0.0]
+    index = _bucket_index(value, bounds)
+    if index < len(bounds):
+        cell[0][index] += 1
+    else:
+        cell[1] += 1
+    cell[2] += value
+
+
+def histogram_lines(name: str, label_names: tuple, key: tuple, bounds, cell) -> list[str]:
+    """One Prometheus histogram series (`_bucket`, `_sum`, `_count` lines)
+    from an `add_to_histogram` cell."""
+    buckets, overflow, total = cell
+    lines, cumulative = [], 0
+    for bound, count in zip(bounds, buckets):
+        cumulative += count
+        labels = label_set(label_names + ("le",), key + (f"{bound:.10g}",))
+        lines.append(f"{name}_bucket{labels} {cumulative}")
+    cumulative += overflow
+    lines.append(f"{name}_bucket{label_set(label_names + ('le',), key + ('+Inf',))} "
+                 f"{cumulative}")
+    lines.append(f"{name}_sum{label_set(label_names, key)} {total:.10g}")
+    lines.append(f"{name}_count{label_set(label_names, key)} {cumulative}")
+    return lines
+
+
+def label_set(names, values) -> str:
+    """Prometheus labels `{name="value",...}`, values escaped."""
     pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values))
     return "{" + pairs + "}"
 

@@ -190,8 +190,10 @@ def create_app(
         if request.method == "GET" and path == "/healthz":
             return _health(models)
         if request.method == "GET" and path == "/monitoring/prometheus/metrics":
-            return Response(metrics.exposition(),
-                            media_type="text/plain; version=0.0.4; charset=utf-8")
+            text = metrics.exposition()
+            if batcher is not None:
+                text += batcher.metrics.exposition()
+            return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
         record = monitoring.RequestRecord("REST")
         response = await answer(request, record)
         if path.lower().startswith("/v1/"):
