@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--preset", default=None, metavar="P",
                         help="export this preset (name, path or URL) instead of a "
                         ".keras file: `kerasmtl export --preset P BASE`")
+    export.add_argument("--example-signatures", action="store_true",
+                        help="also add TF Serving Classify/Regress signatures "
+                        "(classify_<task>, regress_<task>: tf.Example in) for "
+                        ":classify and :regress")
     export.add_argument("--version", type=int, default=None,
                         help="version number (default: the next one)")
     export.set_defaults(handler=_export)
@@ -433,7 +437,8 @@ def _export(args) -> int:
         from kerasmtl.export import export_saved_model
 
         model = zoo.load_preset(args.preset)
-        print(export_saved_model(model, base_path, version=args.version))
+        print(export_saved_model(model, base_path, version=args.version,
+                                 example_signatures=args.example_signatures))
         return 0
     if args.model is None or args.base_path is None:
         raise ValueError("Give a .keras file and a base path (`kerasmtl export MODEL "
@@ -447,7 +452,8 @@ def _export(args) -> int:
 
     kerasmtl._import_all()  # registers the model's layers and tasks with Keras
     model = keras.models.load_model(args.model)
-    print(export_saved_model(model, args.base_path, version=args.version))
+    print(export_saved_model(model, args.base_path, version=args.version,
+                             example_signatures=args.example_signatures))
     return 0
 
 

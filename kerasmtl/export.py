@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from kerasmtl.example_signatures import example_signatures as make_example_signatures
+from kerasmtl.example_signatures import set_method_names
 from kerasmtl.model import MultiTaskModel
 from kerasmtl.preprocessors import ImageGeometry, input_names, serving_image_inputs
 from kerasmtl.tasks import instance_ids_function
@@ -58,6 +60,7 @@ def export_saved_model(
     image_inputs: str | Sequence[str] | None = "auto",
     instance_masks: bool = False,
     instance_min_score: float = 0.0,
+    example_signatures: bool = False,
 ) -> str:
     """Exports `model` as a TF Serving SavedModel under `path/<version>/`.
 
@@ -113,6 +116,11 @@ def export_saved_model(
         instance_min_score: float. With `instance_masks`, detections scoring
             less make no instance (a duplicate that survives NMS would split an
             object in two). Defaults to `0.0`.
+        example_signatures: bool. Also add TF Serving's Classify and Regress
+            signatures (`classify_<task>`, `regress_<task>`: serialized
+            `tf.Example` in, for `:classify` and `:regress`; see
+            `kerasmtl.example_signatures`). Needs fixed-shape inputs and no
+            image input. Defaults to `False`.
 
     Returns:
         The path of the written version directory, as a str.
@@ -148,6 +156,12 @@ def export_saved_model(
         def serve(*flat_inputs):
             return instance_ids(image_serve(*flat_inputs))
 
+    extra = {}
+    if example_signatures:
+        if images:
+            raise ValueError(f"Model '{model.name}' has image inputs, which tf.Example "
+                             "signatures (example_signatures=True) do not take.")
+        extra = make_example_signatures(model, input_names(model))
     os.makedirs(path, exist_ok=True)
     _remove_stale_temp_dirs(path)
     # Same directory as the target, so os.rename is a same-filesystem move.
@@ -156,7 +170,11 @@ def export_saved_model(
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(SIGNATURE_NAME, serve, input_signature=input_specs)
+        for key, (function, signature, _) in extra.items():
+            archive.add_endpoint(key, function, input_signature=signature)
         archive.write_out(temp_dir, verbose=False)
+        if extra:
+            set_method_names(temp_dir, {key: method for key, (_, _, method) in extra.items()})
         return _rename_to_version(temp_dir, path, version, explicit)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -355,7 +355,7 @@ def test_bad_predict_requests(app_client, body, status, message):
     ("POST", "/v1/models/..%2F..%2Fetc:predict", 400, r"Malformed request: POST /v1/models/\.\./\.\./etc:predict"),
     ("POST", "/v1/models/tab%2F1:predict", 400, r"Malformed request"),
     ("GET", "/v1/models/tab:predict", 400, r"Malformed request: GET /v1/models/tab:predict"),
-    ("POST", "/v1/models/tab:classify", 400, r"':classify' needs a tf.Example signature"),
+    ("POST", "/v1/models/tab:classify", 400, r'A :classify request needs "examples"'),
     ("DELETE", "/v1/models/tab", 400, r"Malformed request: DELETE"),
     ("GET", "/metrics", 404, r"Not found: /metrics"),
 ])

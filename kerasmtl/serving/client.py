@@ -164,6 +164,36 @@ class Client:
             for name, value in outputs.items()
         }
 
+    def classify(self, examples: list[dict], signature_name: str,
+                 context: dict | None = None) -> list[list[tuple[str, float]]]:
+        """Calls a Classify signature (`:classify`) on `tf.Example`-like
+        dicts (`{feature: value or list}`, see `kerasmtl.serving.examples`);
+        returns `[(class, score), ...]` per example. REST only."""
+        return [[(str(c), float(s)) for c, s in row]
+                for row in self._examples("classify", examples, signature_name, context)]
+
+    def regress(self, examples: list[dict], signature_name: str,
+                context: dict | None = None) -> np.ndarray:
+        """Calls a Regress signature (`:regress`); returns one float per
+        example. REST only."""
+        return np.asarray(self._examples("regress", examples, signature_name, context),
+                          dtype="float32")
+
+    def _examples(self, verb: str, examples, signature_name: str, context) -> list:
+        if self._grpc is not None:
+            raise ServingError(f"Client.{verb} speaks REST only; make the Client with "
+                               "protocol='rest'.")
+        request = {"signature_name": signature_name, "examples": list(examples)}
+        if context:
+            request["context"] = context
+        answer = self._request(f"{self.model_url}:{verb}", request)
+        # TF Serving's server writes "results"; its documentation, "result".
+        for key in ("results", "result"):
+            if key in answer:
+                return answer[key]
+        raise ServingError(f"Unexpected :{verb} answer without 'results': "
+                           f"{str(answer)[:200]}")
+
     def _dtypes(self, refresh: bool = False) -> dict[str, str]:
         if self._output_dtypes is None or refresh:
             signature = self.signature_name or codec.DEFAULT_SIGNATURE

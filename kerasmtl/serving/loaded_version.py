@@ -28,13 +28,17 @@ class Signature:
         function: the loaded concrete function (called with keyword tensors).
         inputs: dict of `TensorInfo` by input name.
         outputs: dict of `TensorInfo` by output name.
+        method_name: str. The SignatureDef's method, e.g.
+            `"tensorflow/serving/predict"` or `"tensorflow/serving/classify"`.
     """
 
-    def __init__(self, name: str, function, inputs: dict, outputs: dict):
+    def __init__(self, name: str, function, inputs: dict, outputs: dict,
+                 method_name: str = "tensorflow/serving/predict"):
         self.name = name
         self.function = function
         self.inputs = inputs
         self.outputs = outputs
+        self.method_name = method_name
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the signature on numpy inputs; returns numpy outputs."""
@@ -42,7 +46,11 @@ class Signature:
             tensors = {k: tf.convert_to_tensor(v) for k, v in arrays.items()}
             result = self.function(**tensors)
         except tf.errors.InvalidArgumentError as error:
-            raise ServingError(f"Signature '{self.name}': {error.message}") from None
+            hint = ""
+            if "Data types don't match" in error.message:
+                hint = (" (a tf.Example feature: write float values with a decimal "
+                        "point, 1.0 rather than 1)")
+            raise ServingError(f"Signature '{self.name}': {error.message}{hint}") from None
         except tf.errors.OpError as error:
             raise ServingError(
                 f"Signature '{self.name}' failed: {error.message}", status_code=500
@@ -67,6 +75,7 @@ class LoadedVersion:
                 function,
                 _tensor_infos(definition.inputs),
                 _tensor_infos(definition.outputs),
+                definition.method_name,
             )
         # As TF Serving prints it: int64 sizes as strings, defaults included.
         self.signature_def_json = {

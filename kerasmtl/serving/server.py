@@ -48,6 +48,7 @@ import re
 import threading
 import time
 
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -55,7 +56,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kerasmtl.serving import codec, monitoring
+from kerasmtl.serving import codec, examples, monitoring
 from kerasmtl.serving.batching import Batcher, BatchingParameters, batching_from_flags
 from kerasmtl.serving.connection_guard import (
     ConnectionLimits,
@@ -418,7 +419,7 @@ async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimi
     manager = models.manager(name, version, label, for_status=is_status)
     record.model = name
 
-    if method == "POST" and verb == "predict":
+    if method == "POST" and verb in ("predict", "classify", "regress"):
         body = await _read_body(request, limits.max_body_bytes)
         if limits.in_progress >= limits.max_requests:
             raise ServingError(
@@ -428,16 +429,15 @@ async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimi
             )
         limits.in_progress += 1
         try:
-            payload = await run_in_threadpool(
-                _predict, manager, version, label, body, limits, record)
+            if verb == "predict":
+                payload = await run_in_threadpool(
+                    _predict, manager, version, label, body, limits, record)
+            else:
+                payload = await run_in_threadpool(_classify_or_regress, verb, manager,
+                                                  version, label, body, limits, record)
         finally:
             limits.in_progress -= 1
         return Response(payload, media_type="application/json")
-    if method == "POST" and verb in ("classify", "regress"):
-        raise ServingError(
-            f"':{verb}' needs a tf.Example signature, which kerasmtl exports do "
-            "not have; use ':predict'."
-        )
     if method == "GET" and not verb:
         if match["metadata"]:
             loaded = manager.get(version, label)
@@ -464,6 +464,28 @@ def _predict(manager, version: int | None, label: str | None, body: bytes,
     else:
         outputs = limits.batcher.run(signature, arrays, manager.name)
     return codec.dumps(codec.encode_outputs(outputs, fmt))
+
+
+def _classify_or_regress(verb: str, manager, version: int | None, label: str | None,
+                         body: bytes, limits: _RequestLimits,
+                         record: monitoring.RequestRecord) -> bytes:
+    with limits.decoding:
+        signature_name, protos = examples.parse_example_request(body, verb)
+        loaded = manager.get(version, label)
+        record.version = str(loaded.version)
+        signature = loaded.signature(signature_name)
+        record.signature = signature.name
+    if signature.method_name != examples.METHODS[verb]:
+        fitting = sorted(k for k, s in loaded.signatures.items()
+                         if s.method_name == examples.METHODS[verb])
+        raise ServingError(
+            f"Expected {verb} signature method_name to be {examples.METHODS[verb]}. "
+            f"Was: {signature.method_name} (signature '{signature.name}'). "
+            + (f"This version's {verb} signatures: {fitting}." if fitting else
+               "This version has none: export with example_signatures=True "
+               "(kerasmtl export --example-signatures)."))
+    outputs = signature({"inputs": np.array(protos, dtype=object)})
+    return codec.dumps(examples.encode_results(outputs, verb))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
