@@ -90,7 +90,7 @@ def run_quickstart(
     print_fn(f"  final task weights ({type(model.weighting).__name__}): "
              + ", ".join(f"{k}={v:.3f}" for k, v in model.weighting.current_weights().items()))
 
-    version_dir = export_saved_model(model, export_dir)
+    version_dir = export_saved_model(model, export_dir, example_signatures=True)
     base = os.path.abspath(export_dir)
     name = os.path.basename(base.rstrip(os.sep)) or "model"
     print_fn("")
