@@ -24,9 +24,11 @@ quickstart: $(VENV)/.installed
 	$(BIN)/kerasmtl quickstart
 
 # pytest exits 5 when it collects no test: that is a failure, not a pass.
+# One pytest process per core (at most 4), whole files to a process so that
+# module fixtures (exported models, corpora) are built once.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-large: $(VENV)/.installed-test
