@@ -151,3 +151,57 @@ def test_cli_export_example_signatures(exported, tmp_path, capsys):
                      "--example-signatures"]) == 0
     version_dir = capsys.readouterr().out.strip().splitlines()[-1]
     assert "classify_species" in _read_signature_defs(version_dir)
+
+
+def test_grpc_classify_and_regress_through_the_official_stub(exported):
+    import grpc
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    from kerasmtl.serving.grpc_server import create_grpc_server
+
+    model, base, _ = exported
+    expected = model.predict(X, verbose=0)
+    app = create_app(base, "tab")
+    server, port = create_grpc_server(app.state.manager, port=0)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def example(row):
+        feature = tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist()))
+        return tf.train.Example(features=tf.train.Features(feature={"features": feature}))
+
+    try:
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name = "tab"
+        request.model_spec.signature_name = "classify_species"
+        request.input.example_list.examples.extend([example(row) for row in X])
+        response = stub.Classify(request, timeout=30)
+        assert response.model_spec.signature_name == "classify_species"
+        scores = [[c.score for c in row.classes] for row in response.result.classifications]
+        np.testing.assert_allclose(scores, expected["species"], rtol=1e-5, atol=1e-6)
+        assert [c.label for c in response.result.classifications[0].classes] == \
+            ["0", "1", "2"]
+
+        request = regression_pb2.RegressionRequest()
+        request.model_spec.name = "tab"
+        request.model_spec.signature_name = "regress_size"
+        listed = request.input.example_list_with_context
+        listed.context.CopyFrom(example(X[1]))  # the second example takes it
+        listed.examples.extend([example(X[0]), tf.train.Example()])
+        response = stub.Regress(request, timeout=30)
+        np.testing.assert_allclose([r.value for r in response.result.regressions],
+                                   expected["size"].reshape(-1), rtol=1e-5, atol=1e-6)
+
+        request.model_spec.signature_name = "serving_default"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Regress(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "['regress_size']" in info.value.details()
+    finally:
+        channel.close()
+        server.stop(grace=None).wait(10)

@@ -327,8 +327,8 @@ def test_bad_metadata_and_status_requests(stub, model_stub):
     code, details = rpc_error(model_stub.GetModelStatus, status)
     assert code == grpc.StatusCode.NOT_FOUND
     assert details == "Could not find version 3 of model tab"
-    code, details = rpc_error(stub.Classify, predict_pb2.PredictRequest())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "use Predict" in details
+    code, details = rpc_error(stub.MultiInference, predict_pb2.PredictRequest())
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "call Classify or Regress" in details
 
 
 def test_message_over_the_limit_is_refused(served):

@@ -1,6 +1,7 @@
 """`kerasmtl serve --grpc-port`: TF Serving's gRPC API in front of the models.
 
-Serves `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`)
+Serves `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`,
+and `Classify`/`Regress` on exports with tf.Example signatures)
 and `tensorflow.serving.ModelService` (`GetModelStatus`) with the official
 protos of `tensorflow-serving-api`, so clients written for TF Serving (its
 `PredictionServiceStub`) work unchanged. Requests go to a `ServedModels`
@@ -15,7 +16,8 @@ Errors are TF Serving's status codes, with messages naming the model, the
 input and the shapes: NOT_FOUND (unknown model or version), INVALID_ARGUMENT
 (bad input names, dtypes, shapes, too large inputs, unknown signature or
 output), NOT_FOUND (an unknown version label, naming the known ones),
-UNIMPLEMENTED (`Classify`, `Regress`, `MultiInference`), RESOURCE_EXHAUSTED (a message over the limit, or more
+INVALID_ARGUMENT (`Classify`/`Regress` on a signature of another method),
+UNIMPLEMENTED (`MultiInference`), RESOURCE_EXHAUSTED (a message over the limit, or more
 than `max_requests` calls at once), UNAVAILABLE (the batch queue is full, with
 batching on: retry later), INTERNAL (the model failed). The server
 keeps serving after any of them.
@@ -34,16 +36,19 @@ import logging
 from concurrent import futures
 
 import grpc
+import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
-from kerasmtl.serving import grpc_tensors, monitoring, server
+from kerasmtl.serving import examples, grpc_tensors, monitoring, server
 from kerasmtl.serving.batching import Batcher
 from kerasmtl.serving.codec import DEFAULT_SIGNATURE
 from kerasmtl.serving.errors import ServingError
@@ -204,15 +209,52 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].Pack(definitions)
         return response
 
-    Classify = _unimplemented(
-        "Classify needs a tf.Example signature, which kerasmtl exports do not "
-        "have; use Predict.")
-    Regress = _unimplemented(
-        "Regress needs a tf.Example signature, which kerasmtl exports do not "
-        "have; use Predict.")
+    @_answers_errors
+    def Classify(self, request, context, record):
+        loaded, outputs = self._run_examples(request, record, "classify")
+        response = classification_pb2.ClassificationResponse()
+        _fill_spec(response.model_spec, request.model_spec, loaded, record)
+        for row in examples.encode_results(outputs, "classify")["results"]:
+            classification = response.result.classifications.add()
+            for label, score in row:
+                classification.classes.add(label=label, score=score)
+        return response
+
+    @_answers_errors
+    def Regress(self, request, context, record):
+        loaded, outputs = self._run_examples(request, record, "regress")
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, request.model_spec, loaded, record)
+        for value in examples.encode_results(outputs, "regress")["results"]:
+            response.result.regressions.add(value=value)
+        return response
+
+    def _run_examples(self, request, record, verb: str):
+        """Runs the Classify/Regress signature the request names on its
+        `tf.Example`s (each merged over the context, as TF Serving does)."""
+        spec = request.model_spec
+        loaded = self._versions.get(spec, record)
+        signature = server.example_signature(
+            loaded, spec.signature_name or DEFAULT_SIGNATURE, verb)
+        record.signature = signature.name
+        which = request.input.WhichOneof("kind")
+        if which == "example_list":
+            protos = [e.SerializeToString() for e in request.input.example_list.examples]
+        elif which == "example_list_with_context":
+            listed = request.input.example_list_with_context
+            context = listed.context.SerializeToString()
+            # Concatenated serialized messages parse as their merge: an
+            # example's own features override the context's.
+            protos = [context + e.SerializeToString() for e in listed.examples]
+        else:
+            protos = []
+        if not protos:
+            raise ServingError(f"The {verb.capitalize()} request to model '{spec.name}' "
+                               "has no examples (input.example_list.examples).")
+        return loaded, signature({"inputs": np.array(protos, dtype=object)})
+
     MultiInference = _unimplemented(
-        "MultiInference needs tf.Example signatures, which kerasmtl exports do "
-        "not have; use Predict.")
+        "MultiInference is not served; call Classify or Regress (or Predict).")
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -317,3 +359,8 @@ def create_grpc_server(
                       "use? Pick another with --grpc-port.")
     return grpc_server, bound
 
+
+def _fill_spec(spec, asked, loaded, record) -> None:
+    spec.name = asked.name
+    spec.version.value = loaded.version
+    spec.signature_name = record.signature

@@ -473,19 +473,26 @@ def _classify_or_regress(verb: str, manager, version: int | None, label: str | N
         signature_name, protos = examples.parse_example_request(body, verb)
         loaded = manager.get(version, label)
         record.version = str(loaded.version)
-        signature = loaded.signature(signature_name)
+        signature = example_signature(loaded, signature_name, verb)
         record.signature = signature.name
-    if signature.method_name != examples.METHODS[verb]:
-        fitting = sorted(k for k, s in loaded.signatures.items()
-                         if s.method_name == examples.METHODS[verb])
+    outputs = signature({"inputs": np.array(protos, dtype=object)})
+    return codec.dumps(examples.encode_results(outputs, verb))
+
+
+def example_signature(loaded, name: str, verb: str):
+    """Signature `name` of `loaded`, checked to be a Classify or Regress one
+    (`verb`); the error names the fitting signatures (REST and gRPC)."""
+    signature = loaded.signature(name)
+    method = examples.METHODS[verb]
+    if signature.method_name != method:
+        fitting = sorted(k for k, s in loaded.signatures.items() if s.method_name == method)
         raise ServingError(
-            f"Expected {verb} signature method_name to be {examples.METHODS[verb]}. "
-            f"Was: {signature.method_name} (signature '{signature.name}'). "
+            f"Expected {verb} signature method_name to be {method}. Was: "
+            f"{signature.method_name} (signature '{signature.name}'). "
             + (f"This version's {verb} signatures: {fitting}." if fitting else
                "This version has none: export with example_signatures=True "
                "(kerasmtl export --example-signatures)."))
-    outputs = signature({"inputs": np.array(protos, dtype=object)})
-    return codec.dumps(examples.encode_results(outputs, verb))
+    return signature
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
