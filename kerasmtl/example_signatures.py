@@ -6,7 +6,9 @@ whose `method_name` is `tensorflow/serving/classify` (outputs `classes`, a
 string per class, and `scores`) or `tensorflow/serving/regress` (output
 `outputs`, one float per example), with one input, `inputs`: a batch of
 serialized `tf.Example`. `export_saved_model(..., example_signatures=True)`
-adds, for a model whose inputs are all fixed-shape numbers or strings:
+adds, for a model whose inputs are all fixed-shape numbers or strings, one
+signature per task that declares a tf.Example API (`Task.example_api`,
+`Task.example_outputs`):
 
 - `classify_<task>` for each `Classification` task (scores: the softmax
   probabilities; classes: `"0"`, `"1"`, ...) and `MultiLabel` task (scores:
@@ -20,20 +22,17 @@ input's number of values (float inputs are `float_list`, integer inputs
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+METHODS = {"classify": "tensorflow/serving/classify",
+           "regress": "tensorflow/serving/regress"}
 
 
 def example_signatures(model, input_names: list[str]) -> dict:
     """`{signature name: (function, input_signature, method_name)}` for
     `model`'s tasks; raises `ValueError` naming the input that a
     `tf.Example` cannot carry."""
-    from kerasmtl.tasks import Classification, MultiLabel, Regression
-
     spec = {}
     for name, tensor in zip(input_names, model.inputs, strict=True):
         shape = tuple(tensor.shape[1:])
@@ -58,33 +57,18 @@ def example_signatures(model, input_names: list[str]) -> dict:
 
     signatures = {}
     for task in model.tasks:
-        if isinstance(task, (Classification, MultiLabel)):
-            labels = getattr(task, "labels", None)
-            count = task.num_classes if isinstance(task, Classification) else task.num_labels
-            names = list(labels) if labels is not None else [str(i) for i in range(count)]
-            signatures[f"classify_{task.name}"] = (
-                _classify(run, task.name, names), CLASSIFY_METHOD)
-        elif isinstance(task, Regression) and task.units == 1:
-            signatures[f"regress_{task.name}"] = (_regress(run, task.name), REGRESS_METHOD)
+        if task.example_api is not None:
+            signatures[f"{task.example_api}_{task.name}"] = (
+                _signature(run, task), METHODS[task.example_api])
     input_signature = [tf.TensorSpec([None], tf.string, name="inputs")]
     return {key: (fn, input_signature, method) for key, (fn, method) in signatures.items()}
 
 
-def _classify(run, task: str, names: list[str]):
-    def classify(inputs):
-        scores = tf.cast(run(inputs)[task], tf.float32)
-        classes = tf.broadcast_to(tf.constant(np.array(names, dtype=object)),
-                                  tf.shape(scores))
-        return {"classes": classes, "scores": scores}
+def _signature(run, task):
+    def signature(inputs):
+        return task.example_outputs(run(inputs)[task.name])
 
-    return classify
-
-
-def _regress(run, task: str):
-    def regress(inputs):
-        return {"outputs": tf.reshape(tf.cast(run(inputs)[task], tf.float32), [-1])}
-
-    return regress
+    return signature
 
 
 def set_method_names(export_dir: str, methods: dict[str, str]) -> None:

@@ -366,6 +366,19 @@ class Task:
         """
         return {self.raw_output_name: y_pred, **self.postprocess(y_pred)}
 
+    @property
+    def example_api(self) -> str | None:
+        """`"classify"` or `"regress"`: the TF Serving tf.Example API this
+        task answers in `export_saved_model(..., example_signatures=True)`
+        (with `example_outputs`); None (the default): neither."""
+        return None
+
+    def example_outputs(self, y_pred) -> dict:
+        """The `example_api`'s outputs from the raw output (serving graphs
+        only): Classify `{"classes": string [batch, k], "scores": float
+        [batch, k]}`, Regress `{"outputs": float [batch]}`."""
+        raise NotImplementedError(f"Task '{self.name}' has no tf.Example API.")
+
     # -- config ---------------------------------------------------------------
 
     def get_config(self) -> dict:
@@ -463,3 +476,13 @@ def _fmt_shape(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (
         ",)" if len(shape) == 1 else ")"
     )
+
+
+def class_names(names, scores):
+    """The class names as a string tensor shaped like `scores` `[batch, k]`
+    (TF Serving's Classify `classes` output); serving graphs only."""
+    import numpy as np
+    import tensorflow as tf
+
+    table = tf.constant(np.array([str(n) for n in names], dtype=object))
+    return tf.broadcast_to(table, tf.shape(scores))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasmtl.tasks.base import Task, ids_or_missing
+from kerasmtl.tasks.base import Task, class_names, ids_or_missing
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -114,6 +114,13 @@ class Classification(Task):
 
     def postprocess(self, y_pred):
         return {f"{self.name}_prediction": ops.argmax(y_pred, axis=-1)}
+
+
+    example_api = "classify"
+
+    def example_outputs(self, y_pred):
+        scores = ops.cast(y_pred, "float32")
+        return {"classes": class_names(range(self.num_classes), scores), "scores": scores}
 
     def get_config(self):
         return {

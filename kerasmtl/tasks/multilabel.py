@@ -25,7 +25,7 @@ from kerasmtl.losses.multilabel import (
     SigmoidFocalLoss,
     sigmoid_crossentropy,
 )
-from kerasmtl.tasks.base import Task, _apply_sample_weight
+from kerasmtl.tasks.base import Task, _apply_sample_weight, class_names
 
 _BUILT_IN_LOSSES = ("auto", "bce", "focal", "asl")
 _DECISIONS = ("threshold", "top_k")
@@ -394,6 +394,14 @@ class MultiLabel(Task):
         return outputs
 
     # -- config ---------------------------------------------------------------
+
+
+    example_api = "classify"
+
+    def example_outputs(self, y_pred):
+        scores = ops.cast(y_pred, "float32")
+        names = self.labels if self.labels is not None else range(self.num_labels)
+        return {"classes": class_names(names, scores), "scores": scores}
 
     def get_config(self):
         return {

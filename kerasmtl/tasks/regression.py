@@ -109,5 +109,14 @@ class Regression(Task):
     def postprocess(self, y_pred):
         return {f"{self.name}_prediction": y_pred}
 
+
+    @property
+    def example_api(self):
+        # TF Serving's Regress gives one value per example.
+        return "regress" if self.units == 1 else None
+
+    def example_outputs(self, y_pred):
+        return {"outputs": ops.reshape(ops.cast(y_pred, "float32"), (-1,))}
+
     def get_config(self):
         return {**super().get_config(), "units": self.units}
