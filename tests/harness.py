@@ -4,6 +4,7 @@ numbers; the harness does the round trips every component must survive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -164,3 +165,40 @@ def run_mirrored_script(body: str, timeout: int = 600) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT ") :])
+
+
+@contextlib.contextmanager
+def running_uvicorn(config):
+    """Runs a `uvicorn.Config`'s app in a thread on a free loopback port;
+    yields its URL and stops it afterwards."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    # IPPROTO_TCP, not socket()'s 0: asyncio sets TCP_NODELAY only on sockets
+    # that say TCP, and without it each answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def running_server(app):
+    """`app` served by plain uvicorn (no connection guard), as a context
+    manager yielding its URL."""
+    import uvicorn
+
+    return running_uvicorn(uvicorn.Config(app, log_level="warning", access_log=False))

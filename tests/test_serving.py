@@ -6,7 +6,6 @@ signature; the many bad-input cases use Starlette's TestClient on the same app.
 """
 
 import base64
-import contextlib
 import http.client
 import inspect
 import json
@@ -26,9 +25,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
 
 import kerasmtl as mtl
+from harness import running_server
 from kerasmtl import cli
 from kerasmtl.export import export_saved_model
 from kerasmtl.serving import codec
@@ -120,28 +119,6 @@ def echo(tmp_path_factory):
 def direct(signature, **inputs) -> dict:
     return {k: v.numpy() for k, v in signature(**{
         k: tf.constant(v) for k, v in inputs.items()}).items()}
-
-
-@contextlib.contextmanager
-def running_server(app):
-    """Runs `app` with uvicorn on a free loopback port; yields its URL."""
-    # IPPROTO_TCP, not socket()'s 0: asyncio sets TCP_NODELAY only on sockets
-    # that say TCP, and without it each answer waits ~40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,8 @@ model, batches of 2-32 rows), 1.2e-7 absolute on this file's model; class
 ids and 0/1 labels equal. The tests allow rtol 1e-5, atol 1e-6.
 """
 
-import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -33,10 +31,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import kerasmtl as mtl
+from harness import running_server
 from kerasmtl import cli
 from kerasmtl.export import export_saved_model
 from kerasmtl.serving.batching import (
@@ -352,26 +350,6 @@ def assert_close(got: dict, expected: dict):
             np.testing.assert_allclose(have, want, rtol=RTOL, atol=ATOL, err_msg=name)
         else:
             np.testing.assert_array_equal(have, want, err_msg=name)
-
-
-@contextlib.contextmanager
-def running_server(app):
-    """Runs `app` with uvicorn on a free loopback port; yields its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def batched_app(base, clients):

@@ -25,8 +25,8 @@ import numpy as np
 import orjson
 import pytest
 import tensorflow as tf
-import uvicorn
 
+from harness import running_uvicorn
 from kerasmtl.serving import codec, server
 from kerasmtl.serving.client import Client
 from kerasmtl.serving.connection_guard import ConnectionLimits, RepeatFilter
@@ -72,22 +72,9 @@ def base(tmp_path_factory):
 def guarded_server(app, limits: ConnectionLimits):
     """Runs `app` as `serve` would (connection guard, log filter) on a free
     loopback port; yields its URL and the guard's shared state."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
     config = uvicorn_config(app, limits, log_level="warning")
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not runner.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", config.http.guard
-    finally:
-        runner.should_exit = True
-        thread.join(10)
-        sock.close()
+    with running_uvicorn(config) as url:
+        yield url, config.http.guard
 
 
 def wait_for(condition, timeout=20.0):
