@@ -35,11 +35,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from kerasmtl.multi_worker import local_worker_configs
 
 WORKER = r'''
 import json, os, sys, time
@@ -105,33 +107,20 @@ with open(args["out"], "w") as f:
 '''
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def run(mode: str, workers: int, threads: int, settings: dict, tmp: str,
         timeout: float) -> list[dict]:
-    """Starts `workers` processes of `mode`; returns their results."""
+    """Starts `workers` processes of `mode` running `tmp/worker.py`; returns
+    their results."""
     script = os.path.join(tmp, "worker.py")
-    with open(script, "w") as f:
-        f.write(WORKER)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_CONFIG", None)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(workers)]}
+    configs = local_worker_configs(workers)
     procs, outs = [], []
     for index in range(workers):
         out = os.path.join(tmp, f"{mode}-{workers}-{index}.json")
         worker_env = dict(env)
         if mode != "process":
-            worker_env["TF_CONFIG"] = json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}})
+            worker_env["TF_CONFIG"] = configs[index]
         arguments = json.dumps({**settings, "mode": mode, "threads": threads, "out": out})
         procs.append(subprocess.Popen([sys.executable, script, arguments], env=worker_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -153,12 +142,6 @@ def run(mode: str, workers: int, threads: int, settings: dict, tmp: str,
         with open(out) as f:
             results.append(json.load(f))
     return results
-
-
-def median(values):
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def main(argv=None) -> int:
@@ -196,6 +179,8 @@ def main(argv=None) -> int:
           f"{args.epochs - 1} timed epochs")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "worker.py"), "w") as f:
+            f.write(WORKER)
         for label, mode, workers, threads in (
             ("1 process", "process", 1, args.threads),
             ("1 worker (strategy)", "worker", 1, args.threads),
@@ -203,7 +188,7 @@ def main(argv=None) -> int:
         ):
             results = run(mode, workers, threads, settings, tmp, args.timeout)
             first = results[0]
-            seconds = median([max(r["epoch_seconds"][i] for r in results)
+            seconds = statistics.median([max(r["epoch_seconds"][i] for r in results)
                               for i in range(1, args.epochs)])
             steps = first["steps_per_epoch"] / seconds
             allreduce = [r["allreduce_ms"] for r in results if "allreduce_ms" in r]
@@ -212,15 +197,15 @@ def main(argv=None) -> int:
     print(f"\n{'run':22s} {'threads/proc':>12s} {'steps/s':>8s} {'examples/s':>10s} "
           f"{'vs 1 process':>12s} {'all-reduce ms':>13s}")
     for label, threads, steps, allreduce, _ in rows:
-        reduce_text = f"{median(allreduce):.3f}" if allreduce else "-"
+        reduce_text = f"{statistics.median(allreduce):.3f}" if allreduce else "-"
         print(f"{label:22s} {threads:12d} {steps:8.1f} {steps * args.batch_size:10.0f} "
               f"{steps / base:12.2f}x {reduce_text:>13s}")
     parameters = rows[0][4]
     two = rows[2]
     if two[3]:
-        share = median(two[3]) / (1e3 / two[2])
+        share = statistics.median(two[3]) / (1e3 / two[2])
         print(f"\nall-reduce of {parameters} float32 ({4 * parameters / 1e6:.2f} MB), "
-              f"loopback: {median(two[3]):.3f} ms = {100 * share:.1f}% of a 2-worker step")
+              f"loopback: {statistics.median(two[3]):.3f} ms = {100 * share:.1f}% of a 2-worker step")
     return 0
 
 

@@ -22,6 +22,8 @@ input's number of values (float inputs are `float_list`, integer inputs
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -75,8 +77,6 @@ def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
     """Writes each signature's TF Serving `method_name` into the SavedModel
     (TensorFlow 2's `tf.saved_model.save` marks every signature as Predict,
     which TF Serving's Classify and Regress APIs refuse)."""
-    import os
-
     path = os.path.join(export_dir, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     with open(path, "rb") as f:

@@ -201,3 +201,32 @@ def cluster_from_tf_config(environ=None) -> tuple[int, int] | None:
         raise ValueError(f"TF_CONFIG's task index {index} is not a {kind} of its "
                          f"cluster ({len(workers)} processes in all).")
     return len(workers), position
+
+
+def local_worker_configs(count: int) -> list[str]:
+    """`TF_CONFIG` values for `count` worker processes on this machine
+    (loopback ports free when called), worker `i`'s at index `i`: to try
+    multi-worker training on one machine (`tests/test_multi_worker.py`,
+    `benchmarks/multi_worker.py`). Start every worker soon after: a port
+    may be taken by another program meanwhile.
+
+    >>> import json
+    >>> configs = [json.loads(c) for c in local_worker_configs(2)]
+    >>> [c["task"] for c in configs]
+    [{'type': 'worker', 'index': 0}, {'type': 'worker', 'index': 1}]
+    >>> len(set(configs[0]["cluster"]["worker"]))
+    2
+    """
+    import json
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(count)]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,11 @@ import pytest
 import tensorflow as tf
 
 import kerasmtl as mtl
-from kerasmtl.multi_worker import cluster_from_tf_config, spans_workers
+from kerasmtl.multi_worker import (
+    cluster_from_tf_config,
+    local_worker_configs,
+    spans_workers,
+)
 from kerasmtl.weighting_spec import registered_weightings
 
 WORKER_SCRIPT = '''
@@ -67,16 +70,21 @@ for entry in registered_weightings():
 WEIGHTINGS["upgrad_rep_grad"] = lambda: mtl.weighting.UPGrad(rep_grad=True)
 DETAILED = ("equal", "uncertainty", "pcgrad")   # also evaluate and predict
 
-def run(name):
+def build(weighting=None):
+    """The same seeded two-task model, built and compiled under `strategy`."""
     with strategy.scope():
         keras.utils.set_random_seed(0)
         inputs = keras.Input((8,))
         shared = keras.layers.Dense(4, activation="relu")(inputs)
         tasks = [mtl.tasks.Classification("species", num_classes=3),
                  mtl.tasks.Regression("size")]
-        model = mtl.sharing.hard_sharing(
-            inputs, shared, tasks, weighting=WEIGHTINGS[name]())
+        model = mtl.sharing.hard_sharing(inputs, shared, tasks, weighting=weighting)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model
+
+
+def run(name):
+    model = build(WEIGHTINGS[name]())
     start = model.get_weights()
     history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     result = {
@@ -110,14 +118,7 @@ def run_dynamic_sampling():
     sampling = DynamicSampling({"size": ("loss/size", 1e-6),
                                 "species": ("loss/species", 1e-6)})
     train = mix(corpora, strategy="dynamic", sampler=sampling, seed=0)
-    with strategy.scope():
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8,))
-        shared = keras.layers.Dense(4, activation="relu")(inputs)
-        tasks = [mtl.tasks.Classification("species", num_classes=3),
-                 mtl.tasks.Regression("size")]
-        model = mtl.sharing.hard_sharing(inputs, shared, tasks)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model = build()
     start = model.get_weights()
     history = model.fit(train.batch(16), steps_per_epoch=2, epochs=3, verbose=0,
                         callbacks=[sampling])
@@ -137,17 +138,6 @@ with open(out_path, "w") as f:
 '''
 
 TIMEOUT_S = 900  # 3 processes x 30 runs on 2 cores: minutes when the machine is busy
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _run_processes(commands: list[tuple[list[str], dict]], timeout: float) -> list[str]:
@@ -183,14 +173,11 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multi_worker")
     script = tmp / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     base_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base_env.pop("TF_CONFIG", None)
     commands = []
-    for index in range(2):
-        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        env = {**base_env, "TF_CONFIG": json.dumps(tf_config)}
+    for index, tf_config in enumerate(local_worker_configs(2)):
+        env = {**base_env, "TF_CONFIG": tf_config}
         commands.append(
             ([sys.executable, str(script), "worker", str(tmp / f"worker{index}.json")], env)
         )
@@ -289,8 +276,7 @@ def test_cli_train_on_two_workers_equals_one_process(tmp_path):
     """`kerasmtl train` with TF_CONFIG naming two workers (README, "Training
     on several machines"): worker 0 saves and exports, worker 1 writes
     nothing where it runs, and the saved model equals a one-process run's."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    configs = local_worker_configs(2)
     base_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base_env.pop("TF_CONFIG", None)
     argv = [sys.executable, "-m", "kerasmtl", "train", "tabular_mtl_mlp", "--data",
@@ -301,8 +287,7 @@ def test_cli_train_on_two_workers_equals_one_process(tmp_path):
         (tmp_path / name).mkdir()
         env = dict(base_env)
         if name != "single":
-            task = {"type": "worker", "index": int(name[-1])}
-            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+            env["TF_CONFIG"] = configs[int(name[-1])]
         # Each process runs in its own directory (the relative paths above).
         commands.append((["sh", "-c", f'cd "{tmp_path / name}" && exec "$@"', "sh", *argv],
                          env))
@@ -348,7 +333,7 @@ def test_bad_tf_config_is_refused_by_the_cli(monkeypatch, capsys, config, messag
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_one_worker_tf_config_trains_without_a_strategy():
+def test_a_one_worker_config_is_no_cluster_and_a_chief_counts_as_a_worker():
     config = '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}'
     assert cluster_from_tf_config({"TF_CONFIG": config}) is None
     chief = ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, '
