@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from kerasmtl.serving import codec
 from kerasmtl.serving.errors import ServingError
 
 METHODS = {"classify": "tensorflow/serving/classify",
@@ -45,14 +46,14 @@ def parse_example_request(body: bytes, verb: str) -> tuple[str, list[bytes]]:
     from tensorflow.core.example import example_pb2
 
     try:
-        doc = json.loads(body) if body.strip() else None
+        doc = codec.loads(body) if body.strip() else None
     except (ValueError, RecursionError) as error:
         raise ServingError(f"JSON Parse error: {error}") from None
     if not isinstance(doc, dict):
         raise ServingError(f'The :{verb} body must be a JSON object such as '
                            '{"signature_name": "...", "examples": [{"feature": '
                            'value, ...}]}.')
-    signature = doc.get("signature_name", "") or "serving_default"
+    signature = doc.get("signature_name", "") or codec.DEFAULT_SIGNATURE
     if not isinstance(signature, str):
         raise ServingError("'signature_name' must be a string value.")
     examples, context = doc.get("examples"), doc.get("context", {})
