@@ -49,7 +49,7 @@ from kerasmtl.balanced_training import (
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
 from kerasmtl.tasks.base import LABEL_CHECK_MARK
-from kerasmtl.weighting import Equal, GradientBalancer, LossWeighting
+from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -307,21 +307,12 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         estimate of the global-batch masked mean, times `loss_weight`), their
         presence (1.0 if the global batch has a known label) and the
         soft-sharing penalty plus regularisation losses (None if none)."""
-        y = self.check_label_structure(y)
-        sample_weights = self._sample_weights_by_task(sample_weight)
         replicas = replicas_in_sync()
-        means, counts = {}, {}
-        for task in self._tasks:
-            labels = task.assert_label_values(y[task.name])
-            means[task.name], counts[task.name] = task.masked_loss(
-                labels,
-                y_pred[task.name],
-                sample_weight=sample_weights[task.name],
-                loss_fn=self._loss_fns[task.name],
-            )
-            if self._mtl_metrics:
-                self._mtl_metrics["loss"][task.name].update_state(
-                    means[task.name], sample_weight=counts[task.name])
+        means, counts = self._task_means(y, y_pred, sample_weight)
+        if self._mtl_metrics:
+            for name in self.task_names:
+                self._mtl_metrics["loss"][name].update_state(
+                    means[name], sample_weight=counts[name])
         if replicas > 1:
             means, counts = _global_means(means, counts, replicas)
         losses = {t.name: means[t.name] * t.loss_weight for t in self._tasks}
@@ -344,6 +335,22 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         # As Keras' own compute_loss: gradients are summed over replicas.
         total = total / replicas if replicas > 1 else total
         return total, losses, present, extra
+
+    def _task_means(self, y, y_pred, sample_weight):
+        """`(means, counts)`: each task's masked mean loss over this replica's
+        known labels (not times `loss_weight`) and their weighted count."""
+        y = self.check_label_structure(y)
+        sample_weights = self._sample_weights_by_task(sample_weight)
+        means, counts = {}, {}
+        for task in self._tasks:
+            labels = task.assert_label_values(y[task.name])
+            means[task.name], counts[task.name] = task.masked_loss(
+                labels,
+                y_pred[task.name],
+                sample_weight=sample_weights[task.name],
+                loss_fn=self._loss_fns[task.name],
+            )
+        return means, counts
 
     def _track_weights(self):
         for i, name in enumerate(self.task_names):
@@ -496,6 +503,8 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
         not rolled back."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         replicas = replicas_in_sync()
+        if isinstance(self.weighting, AutoLambda):
+            self.weighting.meta_step(self, x, y, sample_weight)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)

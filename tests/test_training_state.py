@@ -58,6 +58,7 @@ def _state(model):
         mtl.weighting.RandomLossWeighting,  # seed=None: the stream is in the backup
         mtl.weighting.GradNorm,
         mtl.weighting.PCGrad,  # its random order follows the optimizer step
+        mtl.weighting.AutoLambda,  # weights and Adam state
         # Stateless beyond the weights it reports; slow to trace.
         pytest.param(mtl.weighting.NashMTL, marks=pytest.mark.large),
     ],
@@ -123,8 +124,9 @@ def test_random_weights_continue_the_same_stream_after_a_keras_round_trip(tmp_pa
 
 
 @pytest.mark.parametrize(
-    "make_weighting", [mtl.weighting.Equal, mtl.weighting.Uncertainty],
-    ids=["Equal", "Uncertainty"],
+    "make_weighting",
+    [mtl.weighting.Equal, mtl.weighting.Uncertainty, mtl.weighting.AutoLambda],
+    ids=["Equal", "Uncertainty", "AutoLambda"],
 )
 def test_a_non_finite_step_of_a_loss_weighting_is_skipped_and_counted(make_weighting):
     x, y = synthetic_tabular(96, seed=0)

@@ -1,6 +1,7 @@
 """Loss-level task weighting layers (one file per method)."""
 
 from kerasmtl.weighting.aligned_mtl import AlignedMTL
+from kerasmtl.weighting.auto_lambda import AutoLambda
 from kerasmtl.weighting.base import LossWeighting
 from kerasmtl.weighting.cagrad import CAGrad
 from kerasmtl.weighting.conflict_free import ConFIG
@@ -59,4 +60,5 @@ __all__ = [
     "GradDrop",
     "SDMGrad",
     "MoDo",
+    "AutoLambda",
 ]
