@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
+from kerasmtl.distribution import all_finite, all_reduce_sum, replicas_in_sync
 from kerasmtl.weighting import GradientBalancer
 
 
@@ -357,10 +358,6 @@ def gradient_cosine_metrics(task_names) -> dict:
     }
 
 
-def replicas_in_sync() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def _add(a, b):
     if a is None:
         return b
@@ -378,28 +375,3 @@ def _zeros_if_none(grad, like):
     if grad is not None:
         return grad
     return tf.zeros_like(like) if tf.is_tensor(like) else tf.zeros(like.shape, like.dtype)
-
-
-def all_finite(tensors) -> tf.Tensor:
-    """A bool scalar, the same on every replica: no NaN or infinity in
-    `tensors` (dense or IndexedSlices; None entries are skipped)."""
-    bad = [
-        tf.reduce_sum(tf.cast(~tf.math.is_finite(_values(t)), tf.float32))
-        for t in tensors
-        if t is not None
-    ]
-    total = tf.add_n([*bad, tf.constant(0.0)])
-    if replicas_in_sync() > 1:
-        total = all_reduce_sum(total)
-    return tf.equal(total, 0.0)
-
-
-def _values(tensor):
-    return tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor
-
-
-def all_reduce_sum(value):
-    context = tf.distribute.get_replica_context()
-    if context is None:  # cross-replica context: value is already global
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

@@ -11,7 +11,7 @@ It wires tasks, sharing and weighting together:
   `History` and TensorBoard.
 - `fit()` / `evaluate()` check labels before training: a label dict missing a
   task or naming an unknown one, a shape that does not fit the task, a NaN
-  class label, each raise a ValueError naming the task.
+  class label, each raise a ValueError naming the task (`model_inputs.py`).
 
 Loss-level weightings use Keras' own train step plus one check
 (`_weighted_train_step`: a non-finite loss or gradient skips the step and is
@@ -21,15 +21,13 @@ unchanged. A weighting's epoch-end update (DWA) runs before the user's
 callbacks, so that backups hold the updated state. A
 gradient-level `GradientBalancer` (PCGrad, MGDA, ...) needs per-task
 gradients, so `train_step` takes its own path for it (`_balanced_train_step`,
-see there for what goes where).
+see there for what goes where). `AutoLambda` runs its meta-step first.
+Under `tf.distribute` the losses and checks come from `distribution.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import re
-import types
 import warnings
 from collections.abc import Sequence
 
@@ -40,20 +38,23 @@ from keras import ops
 
 from kerasmtl import tasks as tasks_lib
 from kerasmtl.autograph import skip_autograph
-from kerasmtl.balanced_training import (
-    GradientBalancingMixin,
-    all_finite,
-    all_reduce_sum,
-    gradient_cosine_metrics,
-    replicas_in_sync,
+from kerasmtl.balanced_training import GradientBalancingMixin, gradient_cosine_metrics
+from kerasmtl.distribution import all_finite, global_means, replicas_in_sync
+from kerasmtl.model_inputs import (
+    LabelChecksMixin,
+    check_outputs,
+    label_errors_as_value_errors,
+    shuffled_by_caller,
+    strings_as_tensors,
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
-from kerasmtl.tasks.base import LABEL_CHECK_MARK
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
-class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Model):
+class MultiTaskModel(
+    MultiWorkerTrainingMixin, GradientBalancingMixin, LabelChecksMixin, keras.Model
+):
     """A functional model whose outputs are a dict keyed by task name.
 
     Most users get one from a builder (`kerasmtl.sharing.hard_sharing`,
@@ -109,7 +110,7 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
                 f"Task name(s) {duplicates} used more than once. Each task needs a "
                 "unique name: it keys the outputs, the labels and the metrics."
             )
-        _check_outputs(outputs, tasks)
+        check_outputs(outputs, tasks)
 
         # === Functional model ===
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
@@ -314,7 +315,7 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
                 self._mtl_metrics["loss"][name].update_state(
                     means[name], sample_weight=counts[name])
         if replicas > 1:
-            means, counts = _global_means(means, counts, replicas)
+            means, counts = global_means(means, counts, replicas)
         losses = {t.name: means[t.name] * t.loss_weight for t in self._tasks}
         present = {name: ops.cast(count > 0, "float32") for name, count in counts.items()}
         total = self.weighting(losses, present, training=training)
@@ -402,63 +403,16 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             return {n: sample_weight.get(n) for n in self.task_names}
         return {n: sample_weight for n in self.task_names}
 
-    # -- label checks ---------------------------------------------------------
-
-    def check_label_structure(self, y):
-        """Checks that `y` is a dict with one label tensor per task, each of a
-        shape that fits its task; returns it as a dict."""
-        if isinstance(y, (list, tuple)) and len(y) == len(self._tasks):
-            y = dict(zip(self.task_names, y))
-        if not isinstance(y, dict):
-            raise ValueError(
-                f"MultiTaskModel '{self.name}' expects labels as a dict keyed by task "
-                f"name {self.task_names}. Received: {type(y).__name__}."
-            )
-        self._check_known_tasks(
-            y, "Labels", " Remove those keys or add the tasks to the model."
-        )
-        missing = [n for n in self.task_names if n not in y]
-        if missing:
-            raise ValueError(
-                f"No labels for task(s) {missing}. Every task needs a label tensor; "
-                "mark examples without a label with -1 (integer and binary labels) or "
-                "NaN (float labels)."
-            )
-        for task in self._tasks:
-            task.check_label_spec(y[task.name])
-        return y
-
-    def check_label_values(self, y) -> None:
-        """Eager checks of numpy labels (values as well as shapes)."""
-        y = self.check_label_structure(
-            tf.nest.map_structure(np.asarray, y) if isinstance(y, dict) else y
-        )
-        for task in self._tasks:
-            task.check_label_values(tf.nest.map_structure(np.asarray, y[task.name]))
-
-    def _check_data(self, x, y):
-        if y is not None:
-            if isinstance(y, dict) and all(
-                _is_array_like(v) for v in tf.nest.flatten(y)
-            ):
-                self.check_label_values(y)
-            else:
-                self.check_label_structure(y)
-        elif isinstance(x, tf.data.Dataset):
-            spec = x.element_spec
-            if isinstance(spec, tuple) and len(spec) >= 2:
-                self.check_label_structure(spec[1])
-
     # -- training -------------------------------------------------------------
 
     def fit(self, *args, **kwargs):
         bound = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
-        bound["x"] = _strings_as_tensors(bound.get("x"))
+        bound["x"] = strings_as_tensors(bound.get("x"))
         validation = bound.get("validation_data")
         if isinstance(validation, (tuple, list)) and len(validation) >= 2:
             self._check_data(validation[0], validation[1])
-            bound["validation_data"] = (_strings_as_tensors(validation[0]),
+            bound["validation_data"] = (strings_as_tensors(validation[0]),
                                         *validation[1:])
         elif isinstance(validation, tf.data.Dataset):
             self._check_data(validation, None)
@@ -468,25 +422,25 @@ class MultiTaskModel(MultiWorkerTrainingMixin, GradientBalancingMixin, keras.Mod
             # ModelCheckpoint) see and save the state after this epoch's update.
             callbacks.insert(0, _EpochEndWeighting())
         bound["callbacks"] = callbacks
-        if "shuffle" not in bound and _shuffled_by_caller(bound.get("x")):
+        if "shuffle" not in bound and shuffled_by_caller(bound.get("x")):
             # Keras' default shuffle=True only applies to arrays; passed with a
             # dataset or generator it just warns that it is ignored.
             bound["shuffle"] = False
         bound.pop("self")
-        with _label_errors_as_value_errors():
+        with label_errors_as_value_errors():
             return super().fit(**bound.pop("kwargs", {}), **bound)
 
     def evaluate(self, *args, **kwargs):
         bound = _EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments
         self._check_data(bound.get("x"), bound.get("y"))
-        bound["x"] = _strings_as_tensors(bound.get("x"))
+        bound["x"] = strings_as_tensors(bound.get("x"))
         bound.pop("self")
         # fit() passes private keywords (validation caching) through **kwargs.
-        with _label_errors_as_value_errors():
+        with label_errors_as_value_errors():
             return super().evaluate(**bound.pop("kwargs", {}), **bound)
 
     def predict(self, x, *args, **kwargs):
-        return super().predict(_strings_as_tensors(x), *args, **kwargs)
+        return super().predict(strings_as_tensors(x), *args, **kwargs)
 
     def train_step(self, data):
         if isinstance(self.weighting, GradientBalancer):
@@ -599,87 +553,6 @@ _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
 
 
-def _shuffled_by_caller(x) -> bool:
-    """True for inputs that Keras cannot shuffle (it shuffles arrays only)."""
-    return isinstance(
-        x, (tf.data.Dataset, tf.distribute.DistributedDataset, types.GeneratorType)
-    )
-
-
-def _strings_as_tensors(x):
-    """`x` with its numpy string arrays (str, bytes, or objects that are all
-    str/bytes) as `tf.string` tensors; anything else unchanged.
-
-    Keras' array adapter rejects numpy string arrays ("Invalid dtype: str96"
-    from `standardize_dtype`, keras 3.15) but slices `tf.string` tensors, so
-    a tagger takes `{"tokens": np.array([["The", "dog"]])}` like any input.
-    """
-    def convert(value):
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "USO":
-            return value
-        if value.dtype.kind == "O" and not all(
-                isinstance(v, (str, bytes)) for v in value.flat):
-            return value  # Keras' own error names what it cannot take
-        return tf.constant(value)
-
-    if isinstance(x, dict):
-        return {key: convert(value) for key, value in x.items()}
-    if isinstance(x, (list, tuple)) and all(isinstance(v, np.ndarray) for v in x):
-        return type(x)(convert(v) for v in x)
-    return convert(x)
-
-
-def _is_array_like(value) -> bool:
-    return isinstance(value, (np.ndarray, list, tuple)) or (
-        tf.is_tensor(value) and tf.executing_eagerly()
-    )
-
-
-@contextlib.contextmanager
-def _label_errors_as_value_errors():
-    """A failed in-graph label check (`Task.assert_label_values`) surfaces as
-    TensorFlow's InvalidArgumentError under a long graph trace; re-raise it
-    as the ValueError that the same labels get from numpy input."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        text = error.message
-        if LABEL_CHECK_MARK not in text:
-            raise
-        text = text[text.index(LABEL_CHECK_MARK) + len(LABEL_CHECK_MARK):]
-        # Assert prints its data as "[message] [count] [first:] [value]".
-        match = re.match(r"(.*)\] \[(\d+)\] \[first:\] \[([^\]]*)\]", text, re.S)
-        if match:
-            message, count, first = match.groups()
-            text = f"{message.strip()} {count}, the first: {first}."
-        text = text.replace("\\'", "'")
-        raise ValueError(text) from None
-
-
-def _check_outputs(outputs, tasks) -> None:
-    names = [t.name for t in tasks]
-    if not isinstance(outputs, dict):
-        raise ValueError(
-            "MultiTaskModel outputs must be a dict keyed by task name "
-            f"{names}. Received: {type(outputs).__name__}."
-        )
-    if set(outputs) != set(names):
-        raise ValueError(
-            f"MultiTaskModel outputs {sorted(outputs)} do not match the task names "
-            f"{sorted(names)}. Give exactly one output per task."
-        )
-    for task in tasks:
-        shape = tuple(outputs[task.name].shape)[1:]
-        expected = task.output_shape
-        if len(shape) != len(expected) or any(
-            e is not None and d is not None and d != e for d, e in zip(shape, expected)
-        ):
-            raise ValueError(
-                f"Output for task '{task.name}' has shape {shape} per example, the "
-                f"task expects {expected}. Build the head with task.build_head()."
-            )
-
-
 def _check_soft_sharing(model, soft_sharing):
     if not soft_sharing:
         return None
@@ -693,35 +566,3 @@ def _check_soft_sharing(model, soft_sharing):
         for layer_name in group:
             model.get_layer(layer_name)  # raises a ValueError naming the layer
     return {"penalty": penalty, "groups": groups}
-
-
-def _global_means(means: dict, counts: dict, replicas: int) -> tuple[dict, dict]:
-    """Each replica's masked mean per task, valued at the global batch's
-    masked mean but differentiated as the replica's share of it; and the
-    global count of known labels. One all-reduce of `2 T` numbers.
-
-    Shards hold different numbers of known labels: a replica's share is its
-    masked mean times `count * replicas / global_count`, whose mean over the
-    replicas is the global masked mean `L` (what the optimizer's summed
-    gradients of `total / replicas` need). A weighting `f` that is not linear
-    in the losses (the geometric mean, logs, FAMO, STCH) must also be
-    evaluated at `L`, not at the replica's share (log(0) on a shard without
-    a label of the task): each replica then computes `f'(L) * grad(share)`,
-    and their mean is exactly `f'(L) * grad(L)`, the single-device gradient.
-    """
-    names = list(means)
-    means = {n: ops.cast(means[n], "float32") for n in names}
-    counts = {n: ops.cast(counts[n], "float32") for n in names}
-    sums = ops.stack([ops.stop_gradient(means[n]) * counts[n] for n in names])
-    # Stacked without a gradient path: a task's loss must stay disconnected
-    # from the other tasks' heads (the balancers find the shared variables
-    # by which task losses reach them).
-    totals = all_reduce_sum(ops.concatenate([sums, ops.stack([counts[n] for n in names])]))
-    global_means, global_counts = {}, {}
-    for i, name in enumerate(names):
-        global_count = totals[len(names) + i]
-        share = ops.divide_no_nan(means[name] * counts[name] * replicas, global_count)
-        value = ops.divide_no_nan(totals[i], global_count)
-        global_means[name] = share + ops.stop_gradient(value - share)
-        global_counts[name] = global_count
-    return global_means, global_counts

@@ -45,6 +45,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerasmtl.distribution import all_reduce_sum, global_means, replicas_in_sync
 from kerasmtl.weighting.arguments import check_float
 from kerasmtl.weighting.base import LossWeighting
 
@@ -233,14 +234,11 @@ def _halves(data):
 def _task_losses(model, values, others, x, y, sample_weight):
     """`[T]` losses (times `loss_weight`) and presence of `model` with its
     trainable variables at `values`, without changing any variable."""
-    from kerasmtl.balanced_training import replicas_in_sync  # noqa: PLC0415 (import cycle)
-    from kerasmtl.model import _global_means  # noqa: PLC0415
-
     y_pred, _ = model.stateless_call(values, others, x, training=True)
     means, counts = model._task_means(y, y_pred, sample_weight)
     replicas = replicas_in_sync()
     if replicas > 1:  # the global half's losses; each replica's share of gradient
-        means, counts = _global_means(means, counts, replicas)
+        means, counts = global_means(means, counts, replicas)
     losses = tf.stack([means[t.name] * t.loss_weight for t in model.tasks])
     present = tf.stack([tf.cast(counts[t.name] > 0, tf.float32) for t in model.tasks])
     return losses, present
@@ -249,8 +247,6 @@ def _task_losses(model, values, others, x, y, sample_weight):
 def _global(grads, like, scale):
     """Dense, unscaled gradients; under `tf.distribute` the global batch's
     (the sum of the replicas' shares over the number of replicas)."""
-    from kerasmtl.balanced_training import all_reduce_sum, replicas_in_sync  # noqa: PLC0415
-
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) / scale
              for g, v in zip(grads, like)]
     replicas = replicas_in_sync()
