@@ -15,8 +15,9 @@ from test_multilabel_zoo import write_mulan_folder
 
 import zoo
 from harness import tiny_model
-from kerasmtl import cli
+from kerasmtl import cli, cli_arguments
 from kerasmtl.data import synthetic_tabular
+from kerasmtl.quiet_tensorflow import drop_absl_lines_below
 from kerasmtl.tasks import synthetic_tabular_tasks
 from zoo.registry import get_entry
 
@@ -231,9 +232,9 @@ def test_lazy_lookups_agree_with_the_library():
     from kerasmtl import weighting
     from kerasmtl.serving import server
 
-    assert (cli._DEFAULT_PORT, cli._DEFAULT_MAX_BODY_BYTES) == (
+    assert (cli_arguments.DEFAULT_PORT, cli_arguments.DEFAULT_MAX_BODY_BYTES) == (
         server.DEFAULT_PORT, server.DEFAULT_MAX_BODY_BYTES)
-    for name in cli._WEIGHTINGS:
+    for name in cli_arguments.WEIGHTINGS:
         assert issubclass(cli._weighting_factory(name), weighting.LossWeighting)
 
 
@@ -248,7 +249,7 @@ def test_absl_start_up_lines_below_the_level_are_dropped(capfd):
     for level, kept in ((1, ["W0000", "E0000", "F0000", "plain"]),
                         (3, ["F0000", "plain"]), (0, ["WARNING:", "I0000", "W0000", "E0000",
                                                      "F0000", "plain"])):
-        with cli._drop_absl_lines_below(level):
+        with drop_absl_lines_below(level):
             os.write(2, lines)
         err = capfd.readouterr().err
         assert [line.split()[0] for line in err.splitlines()] == kept, (level, err)

@@ -233,8 +233,8 @@ def test_a_monitor_that_is_not_logged_stops_the_run_with_the_logged_keys(tmp_pat
     assert "'val_species/accuracy'" in err
     with pytest.raises(ValueError, match=r"`monitor` must be a str"):
         registry.register_model(lambda: None, recipe={"monitor": 3})
-    assert cli._parser().parse_args(["train", "m", "--data", "d"]).monitor is None
-    assert cli._parser().parse_args(
+    assert cli.command_parser().parse_args(["train", "m", "--data", "d"]).monitor is None
+    assert cli.command_parser().parse_args(
         ["train", "m", "--data", "d", "--monitor", "joint"]).monitor == "joint"
 
 
@@ -315,7 +315,7 @@ def test_resume_needs_a_checkpoint_dir_and_flags_are_checked(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "argument --early-stopping: expected an int >= 0, got -1" in (
         capsys.readouterr().err)
-    args = cli._parser().parse_args(["train", "m", "--data", "d"])
+    args = cli.command_parser().parse_args(["train", "m", "--data", "d"])
     assert (args.early_stopping, args.tensorboard, args.checkpoint_dir, args.resume) == (
         None, None, None, False)
 

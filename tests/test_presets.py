@@ -108,9 +108,9 @@ def test_recipe_trains_with_its_model_kwargs_and_says_so(recipe_model):
 
 
 def test_cli_budget_flags_default_to_none_so_the_recipe_applies():
-    args = cli._parser().parse_args(["train", "multilabel_mlp", "--data", "synthetic"])
+    args = cli.command_parser().parse_args(["train", "multilabel_mlp", "--data", "synthetic"])
     assert (args.epochs, args.batch_size, args.optimizer) == (None, None, None)
-    args = cli._parser().parse_args(["evaluate", "multilabel_mlp", "--data", "s",
+    args = cli.command_parser().parse_args(["evaluate", "multilabel_mlp", "--data", "s",
                                      "--optimizer", "sgd", "--epochs", "2"])
     assert cli._recipe_options(args)["optimizer"] == "sgd"
 
