@@ -9,7 +9,12 @@ from keras import ops
 import kerasmtl as mtl
 from harness import assert_finite_logs, run_model_saving_test
 from kerasmtl.data import synthetic_tabular
-from kerasmtl.sharing import BranchGate, BranchTemperature, branching_tree, learning_to_branch
+from kerasmtl.sharing import (
+    BranchGate,
+    BranchTemperature,
+    branching_tree,
+    learning_to_branch,
+)
 from kerasmtl.tasks import synthetic_tabular_tasks
 
 

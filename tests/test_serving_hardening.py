@@ -27,7 +27,7 @@ import pytest
 import tensorflow as tf
 
 from harness import running_uvicorn
-from kerasmtl.serving import codec, server
+from kerasmtl.serving import codec, rest_api, server
 from kerasmtl.serving.client import Client
 from kerasmtl.serving.connection_guard import ConnectionLimits, RepeatFilter
 from kerasmtl.serving.errors import ServingError
@@ -382,13 +382,13 @@ def test_slow_headers_and_bodies_time_out_with_408(base, caplog):
 
 def test_saturated_server_answers_503(base, monkeypatch):
     release = threading.Event()
-    real_predict = server._predict
+    real_predict = rest_api.predict
 
     def slow_predict(*args):
         release.wait(30)
         return real_predict(*args)
 
-    monkeypatch.setattr(server, "_predict", slow_predict)
+    monkeypatch.setattr(rest_api, "predict", slow_predict)
     app = create_app(base, "tiny", max_requests=1)
     with guarded_server(app, ConnectionLimits()) as (url, _):
         first = {}

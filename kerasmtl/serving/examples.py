@@ -135,3 +135,19 @@ def encode_results(outputs: dict[str, np.ndarray], verb: str) -> dict:
          for c, s in zip(row_classes, row_scores.tolist())]
         for row_classes, row_scores in zip(classes, scores)
     ]}
+
+
+def example_signature(loaded, name: str, verb: str):
+    """Signature `name` of `loaded`, checked to be a Classify or Regress one
+    (`verb`); the error names the fitting signatures (REST and gRPC)."""
+    signature = loaded.signature(name)
+    method = METHODS[verb]
+    if signature.method_name != method:
+        fitting = sorted(k for k, s in loaded.signatures.items() if s.method_name == method)
+        raise ServingError(
+            f"Expected {verb} signature method_name to be {method}. Was: "
+            f"{signature.method_name} (signature '{signature.name}'). "
+            + (f"This version's {verb} signatures: {fitting}." if fitting else
+               "This version has none: export with example_signatures=True "
+               "(kerasmtl export --example-signatures)."))
+    return signature

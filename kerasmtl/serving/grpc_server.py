@@ -234,7 +234,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         `tf.Example`s (each merged over the context, as TF Serving does)."""
         spec = request.model_spec
         loaded = self._versions.get(spec, record)
-        signature = server.example_signature(
+        signature = examples.example_signature(
             loaded, spec.signature_name or DEFAULT_SIGNATURE, verb)
         record.signature = signature.name
         which = request.input.WhichOneof("kind")

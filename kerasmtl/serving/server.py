@@ -9,7 +9,8 @@ An ASGI app (Starlette, run by uvicorn) with TF Serving's paths and JSON:
     GET  /monitoring/prometheus/metrics           request counts and latencies
     GET  /healthz                                 200 when every model is served
 
-One model from a base path, or several from a TF Serving model config file
+The routes and their limits are in `rest_api.py`; this module makes the app
+and runs it. One model from a base path, or several from a TF Serving model config file
 (`served_models`, `model_config`: version policies and labels). Requests are
 counted (`monitoring`); with `access_log=True` each one is also logged as a
 JSON line on the `kerasmtl.serving.access` logger.
@@ -44,19 +45,15 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
-import threading
 import time
 
-import numpy as np
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kerasmtl.serving import codec, examples, monitoring
+from kerasmtl.serving import monitoring, rest_api
 from kerasmtl.serving.batching import Batcher, BatchingParameters, batching_from_flags
 from kerasmtl.serving.connection_guard import (
     ConnectionLimits,
@@ -64,6 +61,7 @@ from kerasmtl.serving.connection_guard import (
     install_repeat_filter,
 )
 from kerasmtl.serving.errors import ServingError
+from kerasmtl.serving.rest_api import DECODE_SLOTS  # noqa: F401 (documented here)
 from kerasmtl.serving.served_models import ServedModels
 
 logger = logging.getLogger("kerasmtl.serving")
@@ -74,9 +72,6 @@ DEFAULT_PORT = 8501  # TF Serving's REST port
 # the threads stay busy, few enough that a burst is answered 503 at once
 # rather than queued for minutes.
 DEFAULT_MAX_REQUESTS = 64
-# Requests decoding JSON at once. Decoding holds the GIL, so more would not
-# run faster; this bounds its memory (see the module docstring).
-DECODE_SLOTS = 4
 # File descriptors kept for TensorFlow, the model's files and the logs, besides
 # one per connection.
 _SPARE_FILES = 256
@@ -85,14 +80,6 @@ _SPARE_FILES = 256
 # the cap by that much).
 _BACKLOG = 128
 
-# TF Serving's URL grammar (http_rest_api_handler.cc), case-insensitive.
-_MODEL_URL = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$",
-    re.IGNORECASE,
-)
-_BAD_NAME = re.compile(r"^\.\.?$|[\\\x00-\x20\x7f%]")
 
 
 def create_app(
@@ -150,7 +137,7 @@ def create_app(
             "Pass the model's `base_path` and `name`, or a `model_config_file`. "
             f"Received: base_path={base_path!r}, name={name!r}")
     else:
-        _check_name(name)
+        rest_api.check_name(name)
     if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ValueError(
             "Invalid value for argument `max_body_bytes`. Expected an int >= 1. "
@@ -182,14 +169,14 @@ def create_app(
             if batcher is not None:
                 batcher.stop()
 
-    limits = _RequestLimits(max_body_bytes, max_requests, batcher)
+    limits = rest_api.RequestLimits(max_body_bytes, max_requests, batcher)
     metrics = monitoring.Metrics()
     access = logging.getLogger(monitoring.ACCESS_LOGGER) if access_log else None
 
     async def dispatch(request: Request) -> Response:
         path = request.url.path
         if request.method == "GET" and path == "/healthz":
-            return _health(models)
+            return rest_api.health(models)
         if request.method == "GET" and path == "/monitoring/prometheus/metrics":
             text = metrics.exposition()
             if batcher is not None:
@@ -211,9 +198,9 @@ def create_app(
 
     async def answer(request: Request, record: monitoring.RequestRecord) -> Response:
         try:
-            return await _dispatch(request, models, limits, record)
+            return await rest_api.dispatch(request, models, limits, record)
         except ServingError as error:
-            response = _error(error.message, error.status_code)
+            response = rest_api.error_response(error.message, error.status_code)
             if error.status_code == 503:
                 response.headers["Retry-After"] = "1"
             return response
@@ -221,7 +208,7 @@ def create_app(
             return Response(status_code=400)  # nobody reads it
         except Exception as error:  # the server keeps serving
             logger.exception("Internal error on %s %s", request.method, request.url.path)
-            return _error(f"Internal error: {type(error).__name__}: {error}", 500)
+            return rest_api.error_response(f"Internal error: {type(error).__name__}: {error}", 500)
 
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     app = Starlette(
@@ -233,19 +220,6 @@ def create_app(
     app.state.limits = limits
     app.state.batcher = batcher
     return app
-
-
-class _RequestLimits:
-    """One app's request limits, and its count of requests being worked on
-    (changed only on the event loop)."""
-
-    def __init__(self, max_body_bytes: int, max_requests: int,
-                 batcher: Batcher | None = None):
-        self.max_body_bytes = max_body_bytes
-        self.max_requests = max_requests
-        self.batcher = batcher
-        self.in_progress = 0
-        self.decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
 
 def serve(
@@ -397,152 +371,3 @@ def _fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
     return limits
 
 
-async def _dispatch(request: Request, models: ServedModels, limits: _RequestLimits,
-                    record: monitoring.RequestRecord) -> Response:
-    path, method = request.url.path, request.method
-    if not path.lower().startswith("/v1/"):
-        raise ServingError(f"Not found: {path}. The API is under /v1/models/.", 404)
-    match = _MODEL_URL.match(path)
-    if match is None:
-        raise ServingError(f"Malformed request: {method} {path}")
-    name = match["name"]
-    if _BAD_NAME.search(name):
-        raise ServingError(f"Invalid model name '{name}' in {path}.")
-    version = int(match["version"]) if match["version"] else None
-    label = match["label"]
-    if label is not None and _BAD_NAME.search(label):
-        raise ServingError(f"Invalid version label '{label[:64]}' in {path}.")
-    verb = (match["verb"] or "").lower()
-    record.api = _APIS.get(verb, "") if verb else (
-        "GetModelMetadata" if match["metadata"] else "GetModelStatus")
-    is_status = not (verb or method == "POST" or match["metadata"])
-    manager = models.manager(name, version, label, for_status=is_status)
-    record.model = name
-
-    if method == "POST" and verb in ("predict", "classify", "regress"):
-        body = await _read_body(request, limits.max_body_bytes)
-        if limits.in_progress >= limits.max_requests:
-            raise ServingError(
-                f"Server busy: {limits.max_requests} requests are in progress (the "
-                "--max-requests limit). Retry later.",
-                503,
-            )
-        limits.in_progress += 1
-        try:
-            if verb == "predict":
-                payload = await run_in_threadpool(
-                    _predict, manager, version, label, body, limits, record)
-            else:
-                payload = await run_in_threadpool(_classify_or_regress, verb, manager,
-                                                  version, label, body, limits, record)
-        finally:
-            limits.in_progress -= 1
-        return Response(payload, media_type="application/json")
-    if method == "GET" and not verb:
-        if match["metadata"]:
-            loaded = manager.get(version, label)
-            record.version = str(loaded.version)
-            return _json(loaded.metadata(manager.name))
-        if label is not None:
-            version = manager.version_of(label)
-        return _json(manager.status(version))
-    raise ServingError(f"Malformed request: {method} {path}")
-
-
-def _predict(manager, version: int | None, label: str | None, body: bytes,
-             limits: _RequestLimits, record: monitoring.RequestRecord) -> bytes:
-    with limits.decoding:
-        request = codec.parse_predict_request(body)
-        loaded = manager.get(version, label)
-        record.version = str(loaded.version)
-        signature = loaded.signature(request.signature_name)
-        record.signature = signature.name
-        fmt, arrays = codec.decode_inputs(request, signature.inputs)
-        del request  # the parsed JSON, 10-40x the body: not kept while the model runs
-    if limits.batcher is None:
-        outputs = signature(arrays)
-    else:
-        outputs = limits.batcher.run(signature, arrays, manager.name)
-    return codec.dumps(codec.encode_outputs(outputs, fmt))
-
-
-def _classify_or_regress(verb: str, manager, version: int | None, label: str | None,
-                         body: bytes, limits: _RequestLimits,
-                         record: monitoring.RequestRecord) -> bytes:
-    with limits.decoding:
-        signature_name, protos = examples.parse_example_request(body, verb)
-        loaded = manager.get(version, label)
-        record.version = str(loaded.version)
-        signature = example_signature(loaded, signature_name, verb)
-        record.signature = signature.name
-    outputs = signature({"inputs": np.array(protos, dtype=object)})
-    return codec.dumps(examples.encode_results(outputs, verb))
-
-
-def example_signature(loaded, name: str, verb: str):
-    """Signature `name` of `loaded`, checked to be a Classify or Regress one
-    (`verb`); the error names the fitting signatures (REST and gRPC)."""
-    signature = loaded.signature(name)
-    method = examples.METHODS[verb]
-    if signature.method_name != method:
-        fitting = sorted(k for k, s in loaded.signatures.items() if s.method_name == method)
-        raise ServingError(
-            f"Expected {verb} signature method_name to be {method}. Was: "
-            f"{signature.method_name} (signature '{signature.name}'). "
-            + (f"This version's {verb} signatures: {fitting}." if fitting else
-               "This version has none: export with example_signatures=True "
-               "(kerasmtl export --example-signatures)."))
-    return signature
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ServingError(f"Invalid Content-Length header: {declared!r}")
-        if int(declared) > limit:
-            raise _too_large(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():  # also bounds chunked bodies
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int) -> ServingError:
-    return ServingError(
-        f"Request body of {size} bytes or more exceeds the limit of {limit} bytes. "
-        "Send smaller batches, or start the server with a larger --max-body-bytes.",
-        413,
-    )
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or ":" in name or (
-        _BAD_NAME.search(name)
-    ):
-        raise ValueError(
-            f"Invalid model name {name!r}. Expected a non-empty name without '/', "
-            "':', '%', '\\', spaces, and other than '.' or '..', e.g. 'quickstart'."
-        )
-
-
-_APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
-
-
-def _health(models: ServedModels) -> Response:
-    """200 when every model has a version loaded, else 503 (for load
-    balancers: cheap, no model is run)."""
-    ok, served = models.health()
-    return _json({"status": "ok" if ok else "unavailable", "models": served},
-                 200 if ok else 503)
-
-
-def _json(payload: dict, status_code: int = 200) -> Response:
-    return Response(codec.dumps(payload), status_code, media_type="application/json")
-
-
-def _error(message: str, status_code: int) -> Response:
-    return _json({"error": message}, status_code)
