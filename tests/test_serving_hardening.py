@@ -69,10 +69,11 @@ def base(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def guarded_server(app, limits: ConnectionLimits):
+def guarded_server(app, limits: ConnectionLimits, http: str = "auto"):
     """Runs `app` as `serve` would (connection guard, log filter) on a free
-    loopback port; yields its URL and the guard's shared state."""
-    config = uvicorn_config(app, limits, log_level="warning")
+    loopback port, with the `http` parser; yields its URL and the guard's
+    shared state."""
+    config = uvicorn_config(app, limits, http=http, log_level="warning")
     with running_uvicorn(config) as url:
         yield url, config.http.guard
 
@@ -302,13 +303,16 @@ def served_or_closed(slow: list[socket.socket], guard) -> int:
     return len(readable(slow)) + len(guard.connections)
 
 
-def _check_served_under_slow_connections(base, count: int, cap: int):
+PARSERS = pytest.mark.parametrize("http", ["h11", "httptools"])
+
+
+def _check_served_under_slow_connections(base, count: int, cap: int, http: str = "auto"):
     # The files left to the server fit its `cap` connections and the sockets
     # asyncio may accept before the guard sees them: without the cap, the
     # server runs out of files long before `count` and accepts no one else.
     limits = ConnectionLimits(max_connections=cap, header_timeout=120, body_timeout=120)
     app = create_app(base, "tiny")
-    with guarded_server(app, limits) as (url, guard):
+    with guarded_server(app, limits, http) as (url, guard):
         port = int(url.rsplit(":", 1)[1])
         clients = [new_socket() for _ in range(count)]
         well_behaved = new_socket()
@@ -332,14 +336,16 @@ def _check_served_under_slow_connections(base, count: int, cap: int):
     np.testing.assert_allclose(total, FEATURES.sum(axis=1), rtol=1e-6)
 
 
-def test_a_client_is_served_while_many_slow_connections_are_open(base):
-    _check_served_under_slow_connections(base, count=1000, cap=300)
+@PARSERS
+def test_a_client_is_served_while_many_slow_connections_are_open(base, http):
+    _check_served_under_slow_connections(base, count=1000, cap=300, http=http)
 
 
+@PARSERS
 @pytest.mark.parametrize("part", [HEADERS, BODY], ids=["headers", "body"])
-def test_slow_connections_past_the_cap_are_closed_oldest_first_with_503(base, part):
+def test_slow_connections_past_the_cap_are_closed_oldest_first_with_503(base, part, http):
     limits = ConnectionLimits(max_connections=20, header_timeout=120, body_timeout=120)
-    with guarded_server(create_app(base, "tiny"), limits) as (url, guard):
+    with guarded_server(create_app(base, "tiny"), limits, http) as (url, guard):
         port = int(url.rsplit(":", 1)[1])
         slow = []
         try:
@@ -361,9 +367,10 @@ def test_slow_connections_past_the_cap_are_closed_oldest_first_with_503(base, pa
                 sock.close()
 
 
-def test_slow_headers_and_bodies_time_out_with_408(base, caplog):
+@PARSERS
+def test_slow_headers_and_bodies_time_out_with_408(base, caplog, http):
     limits = ConnectionLimits(header_timeout=0.3, body_timeout=0.3)
-    with guarded_server(create_app(base, "tiny"), limits) as (url, guard):
+    with guarded_server(create_app(base, "tiny"), limits, http) as (url, guard):
         slow = open_slow_connections(int(url.rsplit(":", 1)[1]), 2)
         idle = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
         try:
@@ -378,6 +385,37 @@ def test_slow_headers_and_bodies_time_out_with_408(base, caplog):
     assert body.startswith(b"HTTP/1.1 408 ")
     assert b"did not send its request body within 0.3 s" in body
     assert "Internal error" not in caplog.text  # the app saw a plain disconnect
+
+
+@PARSERS
+def test_oversized_headers_are_refused_and_pipelined_requests_answered(base, http):
+    with guarded_server(create_app(base, "tiny"), ConnectionLimits(), http) as (url, guard):
+        port = int(url.rsplit(":", 1)[1])
+        # h11 answers its own 400; for httptools, which sets no bound, ours.
+        status = b"400" if http == "h11" else b"431"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(HEADERS + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n")
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(HEADERS + b"X-Long: ")  # then a value that never ends
+            try:
+                for _ in range(40):
+                    sock.sendall(b"a" * 500)
+                    time.sleep(0.005)
+            except OSError:  # closed by the server before the last piece
+                pass
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        body = orjson.dumps({"instances": FEATURES.tolist()})
+        request = (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request * 2 + request.replace(b"Host: x", b"Host: x\r\n"
+                                                       b"Connection: close"))
+            answers = read_until_closed(sock)
+        assert answers.count(b"HTTP/1.1 200 ") == 3, answers[:300]
+        wait_for(lambda: not guard.connections)
 
 
 def test_saturated_server_answers_503(base, monkeypatch):

@@ -317,17 +317,20 @@ def serve(
         grpc_server.stop(grace=5).wait(10)
 
 
-def uvicorn_config(app, limits: ConnectionLimits, **kwargs) -> uvicorn.Config:
+def uvicorn_config(app, limits: ConnectionLimits, http: str = "auto",
+                   **kwargs) -> uvicorn.Config:
     """The `uvicorn.Config` that `serve` runs `app` with, under `limits`.
 
-    `kwargs` go to `uvicorn.Config` (host, port, log_level). Identical log
-    lines from uvicorn, asyncio and this package are let through once a
-    minute (`connection_guard.RepeatFilter`).
+    `http` picks the HTTP parser (`connection_guard.guarded_protocol`:
+    httptools when installed, else h11); `kwargs` go to `uvicorn.Config`
+    (host, port, log_level). uvicorn runs on uvloop when it is installed.
+    Identical log lines from uvicorn, asyncio and this package are let
+    through once a minute (`connection_guard.RepeatFilter`).
     """
     # No access log: TF Serving logs no requests, and one line each costs
-    # throughput. Our own h11 protocol, whatever else is installed.
+    # throughput. Our own guarded protocol, never uvicorn's plain one.
     config = uvicorn.Config(
-        app, access_log=False, http=guarded_protocol(limits), backlog=_BACKLOG,
+        app, access_log=False, http=guarded_protocol(limits, http), backlog=_BACKLOG,
         timeout_keep_alive=limits.keep_alive_timeout, **kwargs,
     )
     # After uvicorn.Config, which configures its loggers.
