@@ -52,7 +52,7 @@ from bench_common import limit_threads, load_average  # noqa: E402
 
 import kerasmtl as mtl  # noqa: E402
 from kerasmtl import weighting_spec  # noqa: E402
-from zoo import registry, training  # noqa: E402
+from zoo import registry, training, training_settings  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "ud_ewt_uner"
 NAME = "pos_ner_bilstm_crf"
@@ -95,7 +95,7 @@ def train_one(data, tasks, weighting, epochs: int, model_kwargs: dict, seed: int
         kwargs["weighting"] = weighting()
     model = registry.create_model(NAME, **kwargs)
     settings = training.training_settings(NAME, epochs=epochs)
-    steps = training._steps_per_epoch(data.train, settings.batch_size)
+    steps = training_settings.steps_per_epoch(data.train, settings.batch_size)
     model.compile(optimizer=settings.make_optimizer(steps),
                   train_metrics=settings.train_metrics)
     names = [t.name for t in tasks]

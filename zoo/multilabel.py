@@ -27,7 +27,7 @@ import numpy as np
 
 import kerasmtl as mtl
 from zoo.registry import register_model
-from zoo.training import TrainingData, cosine_adam
+from zoo.training_settings import TrainingData, cosine_adam
 
 # The synthetic data's shapes: `create_model(name)` with no data builds a model
 # that fits them.

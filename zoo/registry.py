@@ -28,7 +28,7 @@ class ZooEntry:
     # the test that runs every registered model.
     example_data: Callable | None
     summary: str
-    # `data(spec, *, batch_size, seed) -> zoo.training.TrainingData`: the
+    # `data(spec, *, batch_size, seed) -> zoo.training_settings.TrainingData`: the
     # training recipe behind `kerasmtl train NAME --data SPEC`; None if none.
     data: Callable | None = None
     # `evaluate(model, dev) -> {task: {metric: value}}`: data-set metrics

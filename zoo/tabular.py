@@ -8,7 +8,7 @@ import keras
 
 import kerasmtl as mtl
 from zoo.registry import register_model
-from zoo.training import TrainingData
+from zoo.training_settings import TrainingData
 
 
 def _synthetic_example():

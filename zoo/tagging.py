@@ -22,7 +22,7 @@ import kerasmtl as mtl
 from kerasmtl.data import text as tagging_data
 from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
 from zoo.registry import register_model
-from zoo.training import TrainingData, cosine_adam
+from zoo.training_settings import TrainingData, cosine_adam
 
 # Tiny defaults so that `create_model(name)` with no data builds a model: the
 # synthetic corpus' words, characters and tags.

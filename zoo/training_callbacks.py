@@ -160,7 +160,7 @@ def check_checkpoint_dir(checkpoint_dir: str | None, *, resume: bool) -> bool:
 def run_record(name: str, spec: str, *, model, settings, seed: int, dev_fraction,
                preset) -> dict:
     """The settings a backup may only be continued with, as JSON values
-    (`settings`: the run's `zoo.training.Settings`; `model`: compiled)."""
+    (`settings`: the run's `zoo.training_settings.Settings`; `model`: compiled)."""
     weighting = model.weighting
     record = {
         "model": name, "data": spec, "epochs": settings.epochs,

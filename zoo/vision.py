@@ -36,7 +36,7 @@ from kerasmtl.data.vision.pipeline import vision_dataset
 from kerasmtl.data.vision.synthetic import synthetic_shapes
 from kerasmtl.layers.backbones import image_trunk
 from zoo.registry import register_model
-from zoo.training import TrainingData, cosine_adam
+from zoo.training_settings import TrainingData, cosine_adam
 
 DETECTION, SEGMENTATION = "detection", "segmentation"
 SHAPES_IMAGE_SIZE = (64, 64)  # the tuned size: shapes stay visible, CPU is quick
@@ -93,7 +93,7 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
                 dev_fraction: float = 0.2, num_images: int | None = None,
                 augment: bool | None = None) -> TrainingData:
     """The training recipe: `spec` is `"shapes"`, a COCO-format folder or a
-    DSB-2018-style nuclei folder; returns `zoo.training.TrainingData`.
+    DSB-2018-style nuclei folder; returns `zoo.training_settings.TrainingData`.
 
     Args:
         spec: str. `"shapes"`: `SHAPES_TRAIN` + `SHAPES_DEV` synthetic
