@@ -184,3 +184,22 @@ def test_mirrored_step_equals_one_device_with_the_same_halves():
     assert result["max_weight_diff"] < 1e-5
     np.testing.assert_allclose(result["lambdas_dist"], result["lambdas_single"], atol=1e-6)
     assert result["lambdas_single"] != [0.1, 0.1, 0.1]  # the meta-step moved them
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        weighting = AutoLambda(learning_rate=0.01)
+        model = tiny_model(synthetic_tabular_tasks(), weighting=weighting)
+        model.compile(optimizer="adam")
+        x, y = synthetic_tabular(64, seed=0)
+        history = model.fit(x, y, epochs=2, batch_size=32, verbose=0).history
+        assert np.all(np.isfinite(history["loss"]))
+        # float16's first steps may overflow under the initial loss scale: the
+        # meta-step then leaves the weights alone, as the optimizer skips.
+        assert 1.0 <= float(weighting.updates.numpy()) <= 4.0
+        assert weighting.lambdas.dtype == "float32"
+        assert not np.allclose(weighting.lambdas.numpy(), 0.1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -120,3 +120,17 @@ def test_errors():
         branching_tree(mtl.sharing.hard_sharing(x, keras.layers.Dense(4)(x), tasks))
     with pytest.raises(ValueError, match="epochs=0"):
         BranchTemperature(epochs=0)
+
+
+def test_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _model()
+        model.compile(optimizer="adam")
+        x, y = synthetic_tabular(64, seed=0)
+        assert_finite_logs(model.fit(x, y, epochs=1, batch_size=32, verbose=0))
+        assert model.get_layer("branch_1_0").logits.dtype == "float32"
+        outputs = model.predict(x[:4], verbose=0)
+        assert all(np.all(np.isfinite(v)) for v in outputs.values())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
