@@ -239,11 +239,13 @@ def learning_to_branch(
         )
     factories = _factories(builder, blocks, len(branches))
     x = model_features(builder, inputs, features)
-    seeds = iter(range(10**9)) if seed is None else iter(range(seed, seed + 10**9))
+    made = []
 
     def gate(count, gate_name):
-        return BranchGate(count, temperature=temperature,
-                          seed=None if seed is None else next(seeds), name=gate_name)
+        gate_seed = None if seed is None else seed + len(made)
+        made.append(BranchGate(count, temperature=temperature, seed=gate_seed,
+                               name=gate_name))
+        return made[-1]
 
     # Made before any block is called: a bad temperature must not leave
     # half-built graphs behind.
