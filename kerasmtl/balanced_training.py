@@ -168,6 +168,10 @@ class GradientBalancingMixin:
         )
         ok = finite & tf.reduce_any(active) & tf.reduce_all(tf.math.is_finite(weights))
         grads = apply_update(grads, weights)
+        if balancer.rep_grad:
+            # The trunk's gradients come from the balanced one only now; one
+            # that overflows (float16) makes the LossScaleOptimizer skip.
+            ok = ok & all_finite(grads)
         self._apply_unless_skipped(ok, grads, variables)
         balancer.update_state(gram, global_losses, active, weights, ok)
         if "weight" in self._mtl_metrics:

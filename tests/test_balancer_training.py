@@ -135,6 +135,26 @@ def test_nan_step_under_loss_scaling_is_skipped():
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
 
 
+def test_rep_grad_trunk_overflow_under_loss_scaling_is_counted():
+    # Large inputs and a tiny trunk: the representation, the heads' gradients
+    # and the balanced gradient of z stay in float16's range, the trunk's
+    # (x^T times that gradient, at a loss scale of 2**15) does not. The
+    # LossScaleOptimizer skips the step, and the metric counts it.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build(mtl.weighting.PCGrad(rep_grad=True))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.train_on_batch(X, Y)
+    trunk = model.get_layer("trunk")
+    trunk.set_weights([np.full((4, 3), 1e-6, "float32"), np.zeros(3, "float32")])
+    model.optimizer.dynamic_scale.assign(2.0**15)
+    logs = model.train_on_batch(X * 3e3, Y, return_dict=True)
+    assert int(model.optimizer.iterations) == 1  # the LossScaleOptimizer skipped
+    assert float(model.optimizer.dynamic_scale) == 2.0**14
+    assert logs["balancer/skipped_steps"] == 1.0
+
+
 def test_task_without_labels_is_left_out():
     model = build(mtl.weighting.MGDA())
     missing = dict(Y, b=np.full((8, 1), np.nan, "float32"))
