@@ -112,9 +112,11 @@ def cost(config, num_tasks):
     return table
 
 
-def quality(epochs, seed=0):
+def conflicting_tasks(seed=0, n=1024, d=16):
+    """The quality problem: `(x, {t0, t1, t2: targets}, split)`, three
+    regression targets on the same inputs, t1 opposed to t0, t2 independent
+    and 10x larger; rows before `split` train, the others test."""
     rng = np.random.default_rng(seed)
-    n, d = 1024, 16
     x = rng.normal(size=(n, d)).astype("float32")
     w1 = rng.normal(size=d)
     ws = [w1, -w1 + 0.3 * rng.normal(size=d), rng.normal(size=d)]
@@ -123,7 +125,12 @@ def quality(epochs, seed=0):
         f"t{i}": (s * np.tanh(x @ w / 4) + 0.1 * rng.normal(size=n))[:, None].astype("float32")
         for i, (w, s) in enumerate(zip(ws, scales))
     }
-    split = 768
+    return x, y, 768
+
+
+def quality(epochs, seed=0):
+    x, y, split = conflicting_tasks(seed)
+    d = x.shape[1]
 
     def run(names, weighting):
         keras.utils.set_random_seed(seed)

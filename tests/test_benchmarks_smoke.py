@@ -98,3 +98,12 @@ def test_multi_worker_quick_prints_the_scaling_table():
         assert re.search(rf"^{label}\s+\d+\s+[\d.]+\s+\d+\s+[\d.]+x\s+\S+$", out, re.M), out
     assert re.search(r"^all-reduce of \d+ float32 .* ms = [\d.]+% of a 2-worker step$",
                      out, re.M), out
+
+
+@pytest.mark.large
+def test_architectures_quick_prints_a_delta_m_per_architecture():
+    out = run_benchmark("architectures.py", "--quick")
+    for name in ("hard sharing", "cross-stitch", "MMoE", "DSelect-k MMoE",
+                 "learning to branch"):
+        assert re.search(rf"^{name}\s+\d+\s+[+-]\d+\.\d$", out, re.M), out
+    assert re.search(r"tree \{'t0': \[0, \d\]", out), out
