@@ -216,12 +216,14 @@ def test_moco_state_only_on_applied_steps_and_present_tasks():
     run_steps(balancer, [jac], [[1.0, 2.0]])
     norms, lambdas = balancer.tracked_norms.numpy(), balancer.lambdas.numpy()
     np.testing.assert_allclose(norms, [0.5, 1.0], rtol=1e-6)
-    # b absent: weight 0, its state kept; a alone gets all of lambda
+    # b absent: weight 0, its state kept; a alone steps on its own simplex
+    # (to 1), stored at the share of lambda it held: lambda stays on the simplex
     _, weights = run_steps(balancer, [np.array([[2.0, 0.0], [0.0, 0.0]], "float32")],
                            [[1.0, 0.0]])
     assert weights[0][1] == 0.0 and weights[0][0] > 0
     assert balancer.tracked_norms.numpy()[1] == norms[1]
-    np.testing.assert_allclose(balancer.lambdas.numpy(), [1.0, lambdas[1]], rtol=1e-6)
+    np.testing.assert_allclose(balancer.lambdas.numpy(), [1.0 - lambdas[1], lambdas[1]],
+                               rtol=1e-6)
     # aggregate is one step from the state, which it leaves alone
     agg(balancer, jac, [1.0, 2.0])
     assert float(balancer.updates.numpy()) == 2.0

@@ -31,8 +31,10 @@ Departures:
 The state (`m`, `lambda`, the step count `k`) changes only on applied
 training steps (not in `aggregate`) and is saved with the model. A task
 absent from the batch keeps its `m_t` and `lambda_t` and gets weight 0; the
-step starts from the present tasks' `lambda` rescaled to sum to 1 and lands
-on their simplex (with every task present, as in the paper).
+step starts from the present tasks' `lambda` rescaled to sum to 1, lands on
+their simplex, and is stored scaled back to the share of `lambda` they held,
+so `lambda` stays on the simplex of all tasks (as MoDo's and SDMGrad's; with
+every task present, the paper's step).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ from kerasmtl.weighting.arguments import check_choice, check_float
 from kerasmtl.weighting.gradient_balancer import (
     GradientBalancer,
     mask_gram,
+    merge_into_state,
     project_to_simplex,
+    start_on_active_face,
     task_weight_variable,
 )
 
@@ -147,9 +151,8 @@ class MoCo(GradientBalancer):
         yy = m[:, None] * cosines * m[None, :]
         old_lambdas = tf.cast(tf.convert_to_tensor(self.lambdas), dtype)
         # The step starts from lambda on the present tasks' simplex (a no-op
-        # when every task is present).
-        present = old_lambdas * mask
-        lambdas = tf.math.divide_no_nan(present, tf.reduce_sum(present))
+        # when every task is present), as MoDo's and SDMGrad's.
+        lambdas, mass = start_on_active_face(old_lambdas, active)
         stepped = lambdas - gamma * (
             tf.linalg.matvec(yy, lambdas) + self.rho * lambdas
         )
@@ -161,7 +164,8 @@ class MoCo(GradientBalancer):
         weights = tf.where(active, tf.math.divide_no_nan(new * m, norms), 0.0)
         # Kept for update_state, called later in the same train step.
         object.__setattr__(
-            self, "_pending_state", (tracked, tf.where(active, new, old_lambdas), count)
+            self, "_pending_state",
+            (tracked, merge_into_state(old_lambdas, new, active, mass), count),
         )
         return weights
 
