@@ -253,6 +253,15 @@ def test_two_workers_dynamic_sampling_agree(results):
     assert _max_diff(worker0["weights"], worker1["weights"]) == 0.0
     assert _max_diff(worker0["start"], single["start"]) == 0.0
     assert worker0["history"]["loss"][-1] < worker0["history"]["loss"][0]
+    # Each epoch's move follows DynamicSampling's rule from the epoch logs
+    # that History holds (all-reduced): targets 1e-6 on both losses,
+    # smoothing 0.5, min_weight 0.05; data sets sorted (size, species).
+    logs = worker0["history"]
+    for epoch in (1, 2):
+        shortfall = np.array([logs["loss/size"][epoch], logs["loss/species"][epoch]])
+        shortfall = np.maximum(0.0, (shortfall - 1e-6) / 1e-6)
+        moved = 0.5 * np.array(worker0["sampler"][epoch - 1]) + 0.5 * shortfall / shortfall.sum()
+        np.testing.assert_allclose(worker0["sampler"][epoch], 0.05 + 0.9 * moved, rtol=1e-5)
 
 
 def _tiny_model():
