@@ -34,7 +34,7 @@ _MODEL_URL = re.compile(
 _BAD_NAME = re.compile(r"^\.\.?$|[\\\x00-\x20\x7f%]")
 
 # Requests decoding JSON at once. Decoding holds the GIL, so more would not
-# run faster; this bounds its memory (see the module docstring).
+# run faster; this bounds its memory (see `server.py`'s module docstring).
 DECODE_SLOTS = 4
 
 
@@ -52,7 +52,7 @@ class RequestLimits:
 
 
 async def dispatch(request: Request, models: ServedModels, limits: RequestLimits,
-                    record: monitoring.RequestRecord) -> Response:
+                   record: monitoring.RequestRecord) -> Response:
     path, method = request.url.path, request.method
     if not path.lower().startswith("/v1/"):
         raise ServingError(f"Not found: {path}. The API is under /v1/models/.", 404)
