@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasmtl.layers.backbones import ImageRescaling, image_trunk
+from kerasmtl.layers.backbones import ImageRescaling, image_trunk, stride2_decoder
 
 TINY = {"widths": (4, 4, 8, 8), "fpn_channels": 4}
 
@@ -33,6 +33,21 @@ def test_mobilenet_trunk_shape():
     rescaling = [layer for layer in keras.Model(image, features).layers
                  if isinstance(layer, ImageRescaling)]
     assert len(rescaling) == 1 and rescaling[0].offset == -1.0  # MobileNet's [-1, 1]
+
+
+@pytest.mark.parametrize("backbone", ["resnet_lite", "mobilenet_v2"])
+def test_stride2_skip_and_decoder(backbone):
+    image = keras.Input((None, None, 3), name="image")
+    features, skip = image_trunk(image, backbone=backbone, return_stride2=True, **TINY)
+    decoded = stride2_decoder(features, skip, channels=6)
+    model = keras.Model(image, [features, skip, decoded])
+    out = model(np.zeros((1, 64, 96, 3), "float32"))
+    assert tuple(out[0].shape) == (1, 16, 24, 4)
+    assert tuple(out[1].shape[:3]) == (1, 32, 48)
+    assert tuple(out[2].shape) == (1, 32, 48, 6)
+    with pytest.raises(ValueError, match=r"`channels`. Expected a positive int. "
+                       r"Received: channels=0"):
+        stride2_decoder(features, skip, channels=0)
 
 
 def test_rescaling_numbers_and_config():

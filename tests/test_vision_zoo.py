@@ -77,6 +77,36 @@ def test_single_task_subsets(keep):
                                       "segmentation": (1, 32, 64, 4)}[keep]
 
 
+@pytest.mark.parametrize("keep", [("detection", "segmentation"), ("segmentation",),
+                                  ("detection",)])
+def test_stride2_segmentation_decoder(keep, tmp_path):
+    tasks = [t for t in det_seg_tasks(3, head_channels=4, seg_stride=2) if t.name in keep]
+    model = zoo.create_model("det_seg_resnet_fpn", tasks=tasks, seg_stride=2, **TINY)
+    names = [layer.name for layer in model.layers]
+    # The decoder only exists where the segmentation head reads it.
+    assert ("decoder_fuse_conv" in names) == ("segmentation" in keep)
+    x = {"image": np.random.default_rng(0).integers(0, 255, (2, 64, 96, 3)).astype("uint8")}
+    out = model.predict(x, verbose=0)
+    if "segmentation" in keep:
+        assert tuple(out["segmentation"].shape) == (2, 64, 96, 4)
+    if "detection" in keep:
+        assert tuple(out["detection"].shape) == (2, 16, 24, 7)
+    # A .keras round trip keeps the decoder and its outputs.
+    model.save(tmp_path / "m.keras")
+    clone = keras.saving.load_model(tmp_path / "m.keras")
+    for name, value in clone.predict(x, verbose=0).items():
+        np.testing.assert_allclose(value, out[name], atol=1e-5)
+
+
+def test_seg_stride_must_match_the_segmentation_task():
+    with pytest.raises(ValueError, match=r"Task 'segmentation' upsamples by 2 but the "
+                       r"model is built with seg_stride=4.*seg_stride=2"):
+        zoo.create_model("det_seg_resnet_fpn", tasks=det_seg_tasks(3, seg_stride=2), **TINY)
+    with pytest.raises(ValueError, match=r"`seg_stride`. Expected 4.*or 2.*Received: "
+                       r"seg_stride=8"):
+        zoo.create_model("det_seg_resnet_fpn", seg_stride=8, **TINY)
+
+
 def test_image_size_not_divisible_by_32_is_a_clear_error():
     model = zoo.create_model("det_seg_resnet_fpn", **TINY)
     model.compile(optimizer="adam")
@@ -106,3 +136,23 @@ def test_vision_report_adds_map_and_the_cli_recipe_trains(tmp_path):
                              export_dir=str(tmp_path / "export"), print_fn=lines.append)
     assert set(result["report"]) == {"detection", "segmentation"}
     assert (tmp_path / "export" / "1").is_dir()
+
+
+def test_stride2_decoder_trains_on_unknown_image_sizes():
+    # tf.data batches have no static height and width: the decoder's
+    # upsampling must trace without them (fit, and the SavedModel export).
+    import tensorflow as tf
+
+    model = zoo.create_model("det_seg_resnet_fpn", seg_stride=2, **TINY)
+    model.compile(optimizer="adam")
+    x = {"image": np.zeros((2, 64, 64, 3), "float32")}
+    y = {"detection": {"boxes": np.zeros((2, 16, 4), "float32"),
+                       "classes": np.full((2, 16), -1, "int32")},
+         "segmentation": np.zeros((2, 64, 64), "int32")}
+    signature = ({"image": tf.TensorSpec((None, None, None, 3), tf.float32)},
+                 {"detection": {"boxes": tf.TensorSpec((None, 16, 4), tf.float32),
+                                "classes": tf.TensorSpec((None, 16), tf.int32)},
+                  "segmentation": tf.TensorSpec((None, None, None), tf.int32)})
+    data = tf.data.Dataset.from_generator(lambda: iter([(x, y)]), output_signature=signature)
+    history = model.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -34,7 +34,7 @@ from kerasmtl.data.vision.nuclei import (
 )
 from kerasmtl.data.vision.pipeline import vision_dataset
 from kerasmtl.data.vision.synthetic import synthetic_shapes
-from kerasmtl.layers.backbones import image_trunk
+from kerasmtl.layers.backbones import image_trunk, stride2_decoder
 from zoo.registry import register_model
 from zoo.training_settings import TrainingData, cosine_adam
 
@@ -59,12 +59,16 @@ def det_seg_tasks(
     head_channels: int = 64,
     ignore_class: int | None = None,
     top_k: int | None = None,
+    seg_stride: int = 4,
 ) -> list[mtl.tasks.Task]:
     """The zoo's two tasks: `Detection("detection")` and
     `Segmentation("segmentation")` (`seg_classes` defaults to
     `num_classes + 1`: background, then one class per detection class).
     `top_k`, the heat-map peaks kept before NMS, defaults to
-    `max(100, 2 * max_detections)` so that NMS, not the peak cut, decides."""
+    `max(100, 2 * max_detections)` so that NMS, not the peak cut, decides.
+    `seg_stride` (4 or 2) is the stride of the map the segmentation head
+    reads, which it upsamples by as much."""
+    _check_seg_stride(seg_stride)
     seg_classes = num_classes + 1 if seg_classes is None else seg_classes
     top_k = max(100, 2 * max_detections) if top_k is None else top_k
     return [
@@ -72,9 +76,18 @@ def det_seg_tasks(
                             max_detections=max_detections,
                             score_threshold=score_threshold,
                             head_channels=head_channels, top_k=top_k),
-        mtl.tasks.Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=4,
+        mtl.tasks.Segmentation(SEGMENTATION, seg_classes, ignore_class, upsample=seg_stride,
                                head_channels=head_channels),
     ]
+
+
+def _check_seg_stride(seg_stride) -> None:
+    if seg_stride not in (2, 4) or isinstance(seg_stride, bool):
+        raise ValueError(
+            "Invalid value for argument `seg_stride`. Expected 4 (the segmentation "
+            "head reads the trunk's stride-4 map) or 2 (a U-Net-style decoder step to "
+            f"stride 2). Received: seg_stride={seg_stride!r}"
+        )
 
 
 # -- data ----------------------------------------------------------------------
@@ -91,7 +104,7 @@ def _example():
 def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
                 image_size: tuple[int, int] | None = None,
                 dev_fraction: float = 0.2, num_images: int | None = None,
-                augment: bool | None = None) -> TrainingData:
+                augment: bool | None = None, seg_stride: int = 4) -> TrainingData:
     """The training recipe: `spec` is `"shapes"`, a COCO-format folder or a
     DSB-2018-style nuclei folder; returns `zoo.training_settings.TrainingData`.
 
@@ -117,6 +130,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
             for nuclei folders, off for shapes and COCO folders. Nuclei
             folders also give the model `standardize=True` (each image to
             zero mean and unit variance: the stains differ widely).
+        seg_stride: int. 4 or 2: the stride of the map the segmentation
+            head reads (`det_seg_tasks`). Defaults to `4`.
 
     Returns:
         `TrainingData` whose `train` and `dev` are `tf.data.Dataset`s.
@@ -153,6 +168,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     dev_ds = vision_dataset(dev, **common)
     kwargs = {"num_classes": data.num_classes, "seg_classes": data.num_mask_classes,
               "max_boxes": max_boxes, "max_detections": max_boxes}
+    if seg_stride != 4:
+        kwargs["seg_stride"] = seg_stride
     summary = (f"{source}: {len(train)} train / {len(dev)} dev images (dev: random "
                f"{dev_fraction:g} of the images, seed {seed}; {size[0]}x{size[1]}), "
                f"classes {data.class_names}, up to {max_boxes} boxes"
@@ -219,6 +236,7 @@ def det_seg_resnet_fpn(
     score_threshold: float = 0.05,
     ignore_class: int | None = None,
     standardize: bool = False,
+    seg_stride: int = 4,
     weighting: mtl.weighting.LossWeighting | None = None,
     tasks: Sequence[mtl.tasks.Task] | None = None,
 ) -> mtl.MultiTaskModel:
@@ -257,6 +275,12 @@ def det_seg_resnet_fpn(
         standardize: bool. Standardize each image (zero mean, unit variance)
             in the trunk (`ImageRescaling(standardize=True)`). Defaults to
             `False`; the nuclei recipe turns it on.
+        seg_stride: int. 4: the segmentation head reads the trunk's stride-4
+            map and upsamples it by 4. 2: it reads a U-Net-style decoder step
+            (`kerasmtl.layers.stride2_decoder`: the stride-4 map upsampled and
+            fused with the backbone's stride-2 activation) and upsamples by 2.
+            Must match the segmentation task's `upsample` when `tasks` are
+            given. Defaults to `4`.
         weighting: loss weighting. Defaults to `Equal()`.
         tasks: the tasks, or None for both (`det_seg_tasks(...)`). Pass one of
             them for a single-task baseline with the same trunk.
@@ -273,12 +297,28 @@ def det_seg_resnet_fpn(
         tasks = det_seg_tasks(num_classes, seg_classes, max_boxes=max_boxes,
                               max_detections=max_detections,
                               score_threshold=score_threshold,
-                              head_channels=head_channels, ignore_class=ignore_class)
+                              head_channels=head_channels, ignore_class=ignore_class,
+                              seg_stride=seg_stride)
+    _check_seg_stride(seg_stride)
+    tasks = list(tasks)
+    for task in tasks:
+        if task.name == SEGMENTATION and getattr(task, "upsample", seg_stride) != seg_stride:
+            raise ValueError(
+                f"Task '{task.name}' upsamples by {task.upsample} but the model is built "
+                f"with seg_stride={seg_stride}: its output would not have the image's "
+                f"size. Pass det_seg_tasks(..., seg_stride={seg_stride}) or "
+                f"seg_stride={task.upsample}.")
+    fine = seg_stride == 2 and SEGMENTATION in [t.name for t in tasks]
     shape = (None, None, 3) if image_size is None else (*map(int, image_size), 3)
     image = keras.Input(shape, name="image")
     features = image_trunk(image, widths=tuple(widths), blocks=tuple(blocks),
-                           fpn_channels=fpn_channels, standardize=standardize)
+                           fpn_channels=fpn_channels, standardize=standardize,
+                           return_stride2=fine)
+    if fine:
+        features, skip = features
+        decoded = stride2_decoder(features, skip, channels=max(fpn_channels // 2, 1))
+        features = {t.name: decoded if t.name == SEGMENTATION else features for t in tasks}
     # A dict input: the vision pipelines yield `{"image": ...}`, and the
     # export's signature input is named by the key.
-    return mtl.sharing.hard_sharing({"image": image}, features, list(tasks),
+    return mtl.sharing.hard_sharing({"image": image}, features, tasks,
                                     weighting=weighting, name="det_seg_resnet_fpn")

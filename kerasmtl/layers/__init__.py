@@ -2,7 +2,7 @@
 multi-label heads, detection head, experts' gates, cross-stitch units, task
 attention, text, positions)."""
 
-from kerasmtl.layers.backbones import ImageRescaling, image_trunk
+from kerasmtl.layers.backbones import ImageRescaling, image_trunk, stride2_decoder
 from kerasmtl.layers.crf import CRF
 from kerasmtl.layers.cross_stitch_unit import CrossStitch
 from kerasmtl.layers.detection import CenterNetHead
@@ -29,5 +29,6 @@ __all__ = [
     "TaskAttention",
     "TransformerEncoderBlock",
     "image_trunk",
+    "stride2_decoder",
     "instance_id_map",
 ]

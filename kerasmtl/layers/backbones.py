@@ -13,7 +13,9 @@
   top-down path of nearest upsampling and addition, and one 3x3 smoothing
   convolution on the finest level only, since the heads read only that map.
 
-Detection (CenterNet-style) and segmentation heads both read the stride-4 map.
+Detection (CenterNet-style) and segmentation heads both read the stride-4 map;
+`stride2_decoder` adds a U-Net-style step to stride 2 (the backbone's stride-2
+activation as the skip) for a segmentation head that keeps small objects' edges.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ SIZE_MULTIPLE = 32  # the coarsest backbone stride: image sizes must divide by i
 # steps, inference-mode mIoU was 0.06 where training-mode batch statistics gave 0.21.
 BN_MOMENTUM = 0.9
 BACKBONES = ("resnet_lite", "mobilenet_v2")
-# MobileNetV2 layers whose outputs are at strides 4, 8, 16, 32.
+# MobileNetV2 layers whose outputs are at strides 2, 4, 8, 16, 32.
 _MOBILENET_TAPS = (
-    "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu",
+    "Conv1_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu",
 )
 
 
@@ -145,6 +147,7 @@ def image_trunk(
     fpn_channels: int = 64,
     alpha: float = 0.35,
     standardize: bool = False,
+    return_stride2: bool = False,
     name: str = "trunk",
 ):
     """The shared stride-4 feature map of an image (backbone + FPN-lite neck).
@@ -165,10 +168,14 @@ def image_trunk(
         standardize: bool. Standardize each image (zero mean, unit standard
             deviation) before the backbone: `ImageRescaling(standardize=True)`.
             Defaults to `False`.
+        return_stride2: bool. Also return the backbone's stride-2 activation
+            (the ResNet stem, MobileNetV2's first convolution), the skip
+            connection of `stride2_decoder`. Defaults to `False`.
         name: str. Prefix of the trunk's layer names. Defaults to `"trunk"`.
 
     Returns:
-        A Keras tensor `(batch, H/4, W/4, fpn_channels)`.
+        A Keras tensor `(batch, H/4, W/4, fpn_channels)`; with
+        `return_stride2`, the pair `(that map, the stride-2 activation)`.
 
     Examples:
 
@@ -195,13 +202,53 @@ def image_trunk(
         )
     if backbone == "resnet_lite":
         x = ImageRescaling(standardize=standardize, name=f"{name}_rescaling")(image_input)
-        features = _resnet_lite(x, widths, blocks, name)
+        stem, *features = _resnet_lite(x, widths, blocks, name)
     else:
         # MobileNetV2 expects pixels in [-1, 1].
         x = ImageRescaling(scale=1.0 / 127.5, offset=-1.0, standardize=standardize,
                            name=f"{name}_rescaling")(image_input)
-        features = _mobilenet_v2(x, alpha, name)
-    return _fpn_lite(features, fpn_channels, name)
+        stem, *features = _mobilenet_v2(x, alpha, name)
+    output = _fpn_lite(features, fpn_channels, name)
+    return (output, stem) if return_stride2 else output
+
+
+def stride2_decoder(features, skip, channels: int = 32, name: str = "decoder"):
+    """A U-Net-style step from the trunk's stride-4 map up to stride 2.
+
+    Nearest-neighbour 2x upsampling of `features`, concatenated with the backbone's
+    stride-2 activation `skip` (`image_trunk(..., return_stride2=True)`), then
+    a 3x3 convolution + BatchNorm + ReLU (Ronneberger et al., "U-Net",
+    MICCAI 2015). A segmentation head on it upsamples by 2, not 4: small
+    objects (nuclei of a few pixels) keep their edges.
+
+    Args:
+        features: Keras tensor `(batch, H/4, W/4, C)`.
+        skip: Keras tensor `(batch, H/2, W/2, C2)`.
+        channels: int. Output channels. Defaults to `32`.
+        name: str. Prefix of the layer names. Defaults to `"decoder"`.
+
+    Returns:
+        A Keras tensor `(batch, H/2, W/2, channels)`.
+
+    Examples:
+
+    >>> import keras
+    >>> image = keras.Input((64, 64, 3), name="image")
+    >>> features, skip = image_trunk(image, widths=(4, 8, 8, 8), fpn_channels=8,
+    ...                              return_stride2=True)
+    >>> stride2_decoder(features, skip, channels=8).shape
+    (None, 32, 32, 8)
+    """
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(
+            "Invalid value for argument `channels`. Expected a positive int. "
+            f"Received: channels={channels!r}"
+        )
+    # Nearest, as the FPN's top-down path: Keras' bilinear resize cannot be
+    # traced on unknown image sizes without AutoGraph; the 3x3 fuse smooths.
+    up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up")(features)
+    x = keras.layers.Concatenate(name=f"{name}_concat")([up, skip])
+    return _conv_bn(x, channels, 3, 1, f"{name}_fuse")
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
@@ -223,8 +270,9 @@ def _basic_block(x, filters: int, stride: int, name: str):
 
 def _resnet_lite(x, widths, blocks, name: str) -> list:
     # Stem at stride 2; each stage halves the size again (strides 4 ... 32).
+    # Returns the maps at strides 2, 4, 8, 16, 32.
     x = _conv_bn(x, max(widths[0] // 2, 1), 3, 2, f"{name}_stem")
-    features = []
+    features = [x]
     for stage, (filters, count) in enumerate(zip(widths, blocks)):
         for block in range(count):
             x = _basic_block(x, filters, 2 if block == 0 else 1,
