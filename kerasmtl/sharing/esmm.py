@@ -25,7 +25,7 @@ import numpy as np
 
 from kerasmtl.model import MultiTaskModel
 from kerasmtl.sharing.layer_names import check_layer_names, tower
-from kerasmtl.tasks import MultiLabel, Task
+from kerasmtl.tasks import Task
 
 
 def esmm(
@@ -81,7 +81,7 @@ def esmm(
     """
     builder = "esmm"
     for role, task in (("ctr", ctr), ("ctcvr", ctcvr)):
-        if not (isinstance(task, MultiLabel) and task.num_labels == 1):
+        if not task.predicts_one_probability:
             raise ValueError(
                 f"esmm: `{role}` must be a one-label MultiLabel task (a sigmoid "
                 f"probability), e.g. mtl.tasks.MultiLabel('{role}', 1). Received: "

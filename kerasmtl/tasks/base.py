@@ -367,6 +367,13 @@ class Task:
         return {self.raw_output_name: y_pred, **self.postprocess(y_pred)}
 
     @property
+    def predicts_one_probability(self) -> bool:
+        """Whether the head outputs one probability per example, `[batch, 1]`
+        in [0, 1] (a one-label sigmoid), so that builders may multiply it
+        with another (`kerasmtl.sharing.esmm`). Defaults to `False`."""
+        return False
+
+    @property
     def example_api(self) -> str | None:
         """`"classify"` or `"regress"`: the TF Serving tf.Example API this
         task answers in `export_saved_model(..., example_signatures=True)`

@@ -227,6 +227,10 @@ class MultiLabel(Task):
     def label_shape(self):
         return (self.num_labels,)
 
+    @property
+    def predicts_one_probability(self):
+        return self.num_labels == 1
+
     def make_output_layer(self):
         return MultiLabelOutput(thresholds=self.threshold, name=self.name, dtype="float32")
 
