@@ -152,6 +152,11 @@ def test_round_trip_gives_identical_predictions_and_a_full_card(saved, tmp_path)
     assert getattr(loaded, "optimizer", None) is None
     model.save(tmp_path / "with_optimizer.keras")
     assert (tmp_path / "with_optimizer.keras").stat().st_size > card["size_bytes"] + 400
+    # Written deflated (Model.save stores), nothing left beside it.
+    with zipfile.ZipFile(directory / "model.keras") as archive:
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert "model.weights.h5" in archive.namelist()
+    assert sorted(p.name for p in directory.iterdir()) == ["model.keras", "preset.json"]
 
 
 def test_create_model_with_preset_checks_the_zoo_model(saved):

@@ -48,6 +48,7 @@ from zoo.preset_files import (
     extract,
     file_sha256,
     split_hash_fragment,
+    write_deflated,
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -251,10 +252,8 @@ def save_preset(
     old_card_path = directory / CARD_FILE
     old = _read_card(old_card_path) if old_card_path.is_file() else None
 
-    tmp = directory / f".{MODEL_FILE}.tmp.keras"
-    _model_without_optimizer(model).save(tmp)
-    os.replace(tmp, directory / MODEL_FILE)
     model_path = directory / MODEL_FILE
+    write_deflated(_model_without_optimizer(model), model_path)
     card = {
         "preset": name,
         "zoo_model": zoo_model,
