@@ -47,6 +47,9 @@ def _recipe(tmp_path, **kwargs):
 def test_recipe_augments_nuclei_and_standardizes_each_image(tmp_path):
     data = _recipe(tmp_path)
     assert "augmented" in data.summary and data.model_kwargs["standardize"] is True
+    # Nuclei are a few pixels wide: the segmentation head reads stride 2.
+    assert data.model_kwargs["seg_stride"] == 2
+    assert [t.upsample for t in data.tasks if t.name == "segmentation"] == [2]
     x, y = next(iter(data.train))
     assert x["image"].shape == (2, 64, 64, 3)
     assert int((y["detection"]["classes"].numpy() >= 0).sum()) >= 1
@@ -54,8 +57,8 @@ def test_recipe_augments_nuclei_and_standardizes_each_image(tmp_path):
 
 def test_recipe_reads_a_nuclei_folder_into_crops_with_all_boxes(tmp_path):
     # Without augmentation: the crop alone, so the padding is where it was.
-    data = _recipe(tmp_path, augment=False)
-    assert "augmented" not in data.summary
+    data = _recipe(tmp_path, augment=False, seg_stride=4)
+    assert "augmented" not in data.summary and "seg_stride" not in data.model_kwargs
     assert [t.name for t in data.tasks] == ["detection", "segmentation"]
     assert data.model_kwargs["num_classes"] == 1 and data.model_kwargs["seg_classes"] == 2
     assert "nuclei folder" in data.summary and "2 train / 1 dev" in data.summary
