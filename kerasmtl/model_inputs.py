@@ -17,7 +17,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
-from kerasmtl.tasks.base import LABEL_CHECK_MARK
+from kerasmtl.tasks.label_checks import LABEL_CHECK_MARK
 
 
 class LabelChecksMixin:

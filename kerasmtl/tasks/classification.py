@@ -6,7 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasmtl.tasks.base import Task, class_names, ids_or_missing
+from kerasmtl.tasks.base import Task, class_names
+from kerasmtl.tasks.label_checks import ids_or_missing
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")

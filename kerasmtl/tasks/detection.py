@@ -27,13 +27,8 @@ from kerasmtl.layers.detection_decoding import (
 )
 from kerasmtl.losses.detection import CenterNetLoss
 from kerasmtl.metrics.detection import DetectionEvaluator
-from kerasmtl.tasks.base import (
-    Task,
-    _apply_sample_weight,
-    _fmt_shape,
-    _graph_assert,
-    ids_or_missing,
-)
+from kerasmtl.tasks.base import Task, _apply_sample_weight
+from kerasmtl.tasks.label_checks import fmt_shape, graph_assert, ids_or_missing
 
 _METRICS = ("center_score", "size_l1", "offset_l1")
 
@@ -216,7 +211,7 @@ class Detection(Task):
             raise ValueError(
                 f"{where} must be a dict {{'boxes', 'classes'}}. Received: "
                 f"{type(y).__name__}"
-                + (f" of shape {_fmt_shape(tuple(shape))}" if shape is not None else "")
+                + (f" of shape {fmt_shape(tuple(shape))}" if shape is not None else "")
                 + f". {self.label_help()}"
             )
         if set(y) != {"boxes", "classes"}:
@@ -229,8 +224,8 @@ class Detection(Task):
         if (len(boxes) != 3 or boxes[2] not in (4, None) or len(classes) != 2
                 or None not in (boxes[1], classes[1]) and boxes[1] != classes[1]):
             raise ValueError(
-                f"{where} have boxes of shape {_fmt_shape(boxes)} and classes of "
-                f"shape {_fmt_shape(classes)}; expected (batch, M, 4) and (batch, "
+                f"{where} have boxes of shape {fmt_shape(boxes)} and classes of "
+                f"shape {fmt_shape(classes)}; expected (batch, M, 4) and (batch, "
                 f"M) with the same M. {self.label_help()}"
             )
         rows = boxes[1] if boxes[1] is not None else classes[1]
@@ -244,7 +239,7 @@ class Detection(Task):
     def check_label_shape(self, shape):
         raise ValueError(
             f"Labels for task '{self.name}' (detection) are a dict, not one tensor "
-            f"of shape {_fmt_shape(tuple(shape))}. {self.label_help()}"
+            f"of shape {fmt_shape(tuple(shape))}. {self.label_help()}"
         )
 
     def example_labels(self, batch_size: int = 1):
@@ -306,7 +301,7 @@ class Detection(Task):
         classes = labels["classes"]
         if not tf.is_tensor(classes):
             classes = tf.convert_to_tensor(classes)
-        check = _graph_assert(
+        check = graph_assert(
             self, classes, ids_or_missing(classes, self.num_classes),
             f"class ids in [0, {self.num_classes}) or -1 (padding)",
         )

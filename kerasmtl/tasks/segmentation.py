@@ -10,7 +10,8 @@ import tensorflow as tf  # graph-only paths: shape assertion, export resize
 from keras import ops
 
 from kerasmtl.metrics.segmentation import MaskedMeanIoU, SegmentationEvaluator
-from kerasmtl.tasks.base import Task, _fmt_shape, ids_or_missing
+from kerasmtl.tasks.base import Task
+from kerasmtl.tasks.label_checks import fmt_shape, ids_or_missing
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -132,7 +133,7 @@ class Segmentation(Task):
             raise ValueError(
                 f"Task '{self.name}' (segmentation) builds its head on a feature "
                 f"map [B, H, W, C]; received features of shape "
-                f"{_fmt_shape(features.shape)}."
+                f"{fmt_shape(features.shape)}."
             )
         x = self.build_hidden_layers(features)
         x = keras.layers.Conv2D(
@@ -161,7 +162,7 @@ class Segmentation(Task):
         if len(shape) != 3:
             raise ValueError(
                 f"Labels for task '{self.name}' (segmentation) have shape "
-                f"{_fmt_shape(shape)}, expected (None, None, None) or "
+                f"{fmt_shape(shape)}, expected (None, None, None) or "
                 f"(None, None, None, 1). {self.label_help()}"
             )
 
@@ -217,7 +218,7 @@ class Segmentation(Task):
                 raise ValueError(
                     f"{where}: the label map has spatial shape (H, W) = {label_hw} "
                     f"but the logits have {logit_hw} (labels "
-                    f"{_fmt_shape(y_true.shape)}, logits {_fmt_shape(y_pred.shape)})."
+                    f"{fmt_shape(y_true.shape)}, logits {fmt_shape(y_pred.shape)})."
                     f" {advice}"
                 )
             return y_pred

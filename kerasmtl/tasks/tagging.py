@@ -19,7 +19,8 @@ from kerasmtl.metrics.sequence_labeling import (
     check_scheme,
     split_tag,
 )
-from kerasmtl.tasks.base import Task, _apply_sample_weight, _fmt_shape, ids_or_missing
+from kerasmtl.tasks.base import Task, _apply_sample_weight
+from kerasmtl.tasks.label_checks import fmt_shape, ids_or_missing
 
 try:  # Where Keras 3 keeps the mask it attaches to layer outputs.
     from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
@@ -223,7 +224,7 @@ class Tagging(Task):
         if len(shape) != 2:
             raise ValueError(
                 f"Labels for task '{self.name}' ({self.kind}) have shape "
-                f"{_fmt_shape(shape)}, expected (batch, time) = (None, None). "
+                f"{fmt_shape(shape)}, expected (batch, time) = (None, None). "
                 + self.label_help()
             )
 
