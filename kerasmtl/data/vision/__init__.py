@@ -4,6 +4,8 @@
 - readers: `coco` (with `coco_masks`), `voc`, `nuclei` (instance-mask
   folders such as DSB-2018);
 - `synthetic`: `synthetic_shapes`, textured images of shapes;
+- `shape_presence`: `synthetic_shape_images`, multi-label images (which
+  shapes an image shows);
 - `augment`: `VisionAugment`, random augmentation as graph ops;
 - `pipeline`: `vision_dataset`, the `tf.data` pipeline of a `VisionData`;
 - `tfds`: tensorflow-datasets loaders (they import tfds when called; not
@@ -21,6 +23,7 @@ from kerasmtl.data.vision.nuclei import (
     read_instance_mask_folder,
 )
 from kerasmtl.data.vision.pipeline import vision_dataset
+from kerasmtl.data.vision.shape_presence import synthetic_shape_images
 from kerasmtl.data.vision.synthetic import synthetic_shapes
 from kerasmtl.data.vision.voc import read_voc
 
@@ -33,6 +36,7 @@ __all__ = [
     "read_coco_folder",
     "read_instance_mask_folder",
     "read_voc",
+    "synthetic_shape_images",
     "synthetic_shapes",
     "vision_dataset",
 ]
