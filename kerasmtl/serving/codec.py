@@ -26,14 +26,9 @@ characters of a value. Parsing takes most of it: Python objects cost 10x to
 Python); a batch of floats costs about 20x in all. With the server's default
 4 MiB body limit, one request costs at most 256 MiB.
 
-JSON is parsed and written by orjson (7x faster than `json` at parsing a
-batch of floats, which was most of the server's own cost per request, 15x at
-writing the answer) wherever it gives what `json` gives. `json` remains the reference: it parses any body
-orjson rejects (`NaN`/`Infinity` tokens, a UTF-8 BOM, UTF-16, lone
-surrogates; or a malformed body, whose error message it writes), re-decodes
-any request that fails (so errors name values exactly as `json` reads them)
-and writes any document with a `NaN` or `Infinity` (which orjson would write
-as `null`).
+JSON text is parsed and written by `json_text.py` (orjson where it gives
+what `json` gives); a request that fails is re-decoded from `json`'s parse, so
+errors name values exactly as `json` reads them.
 """
 
 from __future__ import annotations
@@ -45,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from kerasmtl.serving.errors import ServingError
 from kerasmtl.serving.json_arrays import (  # noqa: F401 (public here too)
@@ -62,15 +56,11 @@ from kerasmtl.serving.json_arrays import (  # noqa: F401 (public here too)
     strings_array,
     to_array,
 )
+from kerasmtl.serving.json_text import INEXACT_INT, dumps, fast_loads, loads  # noqa: F401
 
 DEFAULT_SIGNATURE = "serving_default"
 _BYTES_SUFFIX = "_bytes"  # TF Serving's marker of binary string outputs
 
-# orjson reads an integer literal outside [-2**63, 2**64) as the nearest float,
-# where json keeps it exact; such a float has at least this magnitude.
-_INEXACT_INT = 2.0**63
-# Documents nested deeper than this are parsed by json (see `_fast_loads`).
-_MAX_DEPTH = 512
 # The most memory decoding may cost per byte of body (see the module docstring;
 # tests/test_serving_hardening.py measures it on the worst bodies we know).
 MEMORY_PER_BODY_BYTE = 64
@@ -97,7 +87,7 @@ def parse_predict_request(body: bytes) -> PredictRequest:
     """
     if not body.strip():
         raise ServingError("JSON Parse error: The document is empty")
-    doc = _fast_loads(body)
+    doc = fast_loads(body)
     if doc is not None:
         try:
             return _predict_request(doc, body, fast=True)
@@ -159,7 +149,7 @@ def decode_inputs(
     # A float this large may be an integer literal that orjson rounded, where
     # json keeps it exact (and may then reject it): json decides.
     if fmt is not None and not any(
-        array.dtype.kind == "f" and array.size and float(np.abs(array).max()) >= _INEXACT_INT
+        array.dtype.kind == "f" and array.size and float(np.abs(array).max()) >= INEXACT_INT
         for array in arrays.values()
     ):
         return fmt, arrays
@@ -337,87 +327,3 @@ def from_json_value(value: Any, dtype: str) -> np.ndarray:
         return np.asarray(value, dtype=NUMPY_DTYPES.get(dtype))
     info = TensorInfo("output", "DT_STRING", None)
     return strings_array(value, info)
-
-
-def dumps(payload: dict) -> bytes:
-    """Compact JSON; NaN and Infinity as the bare tokens TF Serving writes.
-
-    Examples:
-
-    >>> dumps({"outputs": [0.5, float("nan")], "a": None})
-    b'{"outputs":[0.5,NaN],"a":null}'
-    """
-    try:
-        text = orjson.dumps(payload)
-    except orjson.JSONEncodeError:  # e.g. an int past 64 bits, which json writes
-        text = None
-    # orjson writes NaN and Infinity as null; json writes them as TF Serving
-    # does (and where a null is a None, json writes the same document).
-    if text is None or b"null" in text:
-        return json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    return text
-
-
-def loads(data: bytes) -> Any:
-    """`json.loads(data)`, by orjson where that gives the same value.
-
-    Examples:
-
-    >>> loads(b'{"outputs": [1, NaN, 0.5]}')
-    {'outputs': [1, nan, 0.5]}
-    """
-    value = _fast_loads(data)
-    if value is None or _has_inexact_int(value):
-        return json.loads(data)
-    return value
-
-
-def _fast_loads(data: bytes) -> Any:
-    """orjson's parse of `data`, or None where `json` must parse it."""
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None  # json says whether it is NaN & co. or an error, and which
-    # json gives up near Python's recursion limit (~990 levels, fewer on a
-    # deep stack), orjson past 1024: deep documents go to json, as before.
-    if data.count(b"[") + data.count(b"{") > _MAX_DEPTH and _deeper_than(
-        value, _MAX_DEPTH
-    ):
-        return None
-    return value
-
-
-# -- helpers ----------------------------------------------------------------
-
-
-def _has_inexact_int(value) -> bool:
-    # Whether `value` holds a number that may be an integer literal orjson
-    # rounded to a float (a false alarm only costs a parse by json).
-    stack = [value]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, list):
-            try:  # a list of numbers, at C speed
-                if value and max(map(abs, value)) >= _INEXACT_INT:
-                    return True
-            except TypeError:  # it holds lists, strings, objects or nulls
-                stack.extend(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, float) and abs(value) >= _INEXACT_INT:
-            return True
-    return False
-
-
-def _deeper_than(value, limit: int) -> bool:
-    # Iterative: nesting depth is what a recursion would run out of.
-    stack = [(value, 1)] if isinstance(value, (list, dict)) else []
-    while stack:
-        value, depth = stack.pop()
-        if depth > limit:
-            return True
-        for item in value.values() if isinstance(value, dict) else value:
-            if isinstance(item, (list, dict)):
-                stack.append((item, depth + 1))
-    return False
-
