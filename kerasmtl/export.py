@@ -11,7 +11,9 @@ inputs go through `kerasmtl.preprocessors.images` (uint8 of any size and
 channel count, converted and padded to the backbone's size multiple); each
 task's `Task.serving_outputs` returns its raw output and post-processing,
 cropped or clipped back to the request's image where the task's outputs are
-image-shaped or in pixels. Other inputs are passed through unchanged.
+image-shaped or in pixels. Other inputs are passed through unchanged. A
+model built with `test_time_flips` > 1 has its outputs averaged over flips
+of its image inputs before the post-processing (`kerasmtl.test_time`).
 
 This module is TensorFlow-specific by design (see DESIGN.md).
 """
@@ -35,6 +37,7 @@ from kerasmtl.example_signatures import set_method_names
 from kerasmtl.model import MultiTaskModel
 from kerasmtl.preprocessors import ImageGeometry, input_names, serving_image_inputs
 from kerasmtl.tasks import instance_ids_function
+from kerasmtl.test_time import flip_averaged_outputs
 
 try:
     import fcntl
@@ -334,6 +337,11 @@ def _serving_function(model: MultiTaskModel, images=()):
                                          tf.shape(converted)[1:3])
             flat[image.index] = converted
         inputs = keras.tree.pack_sequence_as(model.input, flat)
-        return model.serving_outputs(model(inputs, training=False), geometry)
+        flips = getattr(model, "test_time_flips", 1)
+        if flips > 1 and images:
+            outputs = flip_averaged_outputs(model, inputs, [i.index for i in images], flips)
+        else:
+            outputs = model(inputs, training=False)
+        return model.serving_outputs(outputs, geometry)
 
     return serve

@@ -48,6 +48,7 @@ from kerasmtl.model_inputs import (
     strings_as_tensors,
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
+from kerasmtl.test_time import check_test_time_flips
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
 
@@ -80,6 +81,10 @@ class MultiTaskModel(
             (the trunk's output, which the heads read), needed by a balancer
             with `rep_grad=True`; `hard_sharing` sets it. Saved as the name of
             the layer that outputs it.
+        test_time_flips: int. 1, 2 or 4: the exported SavedModel averages
+            the outputs over this many flips of the image inputs
+            (`kerasmtl.test_time`); training, `evaluate` and `predict` take
+            one pass. Defaults to `1`.
 
     Examples:
 
@@ -101,6 +106,7 @@ class MultiTaskModel(
         weighting: LossWeighting | dict | None = None,
         soft_sharing: dict | None = None,
         shared_features=None,
+        test_time_flips: int = 1,
         **kwargs,
     ):
         # === Tasks ===
@@ -145,6 +151,7 @@ class MultiTaskModel(
         object.__setattr__(self, "soft_sharing", _check_soft_sharing(self, soft_sharing))
         object.__setattr__(self, "_mtl_metrics", {})
         self._set_shared_features(shared_features)
+        object.__setattr__(self, "test_time_flips", check_test_time_flips(test_time_flips))
 
     # -- tasks ----------------------------------------------------------------
 
@@ -380,6 +387,7 @@ class MultiTaskModel(
             "weighting": keras.saving.serialize_keras_object(self.weighting),
             "soft_sharing": self.soft_sharing,
             "shared_features": self.shared_features,
+            "test_time_flips": self.test_time_flips,
         }
 
     @classmethod

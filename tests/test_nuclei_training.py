@@ -49,6 +49,7 @@ def test_recipe_augments_nuclei_and_standardizes_each_image(tmp_path):
     assert "augmented" in data.summary and data.model_kwargs["standardize"] is True
     # Nuclei are a few pixels wide: the segmentation head reads stride 2.
     assert data.model_kwargs["seg_stride"] == 2
+    assert data.model_kwargs["test_time_flips"] == 4
     assert [t.upsample for t in data.tasks if t.name == "segmentation"] == [2]
     x, y = next(iter(data.train))
     assert x["image"].shape == (2, 64, 64, 3)

@@ -129,7 +129,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
             contrast: microscopy has no up or left). Defaults to `None`: on
             for nuclei folders, off for shapes and COCO folders. Nuclei
             folders also give the model `standardize=True` (each image to
-            zero mean and unit variance: the stains differ widely).
+            zero mean and unit variance: the stains differ widely) and
+            `test_time_flips=4` (the export averages over the image's flips).
         seg_stride: int or None. 4 or 2: the stride of the map the
             segmentation head reads (`det_seg_tasks`, `det_seg_resnet_fpn`).
             Defaults to `None`: 2 for nuclei folders (nuclei are a few pixels
@@ -153,7 +154,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     elif Path(spec).is_dir() and is_instance_mask_folder(spec):
         data = read_instance_mask_folder(spec)
         size, source, fit = tuple(image_size or (256, 256)), f"nuclei folder {spec}", "crop"
-        model_kwargs = {"standardize": True}
+        # Nuclei have no up or left: the export averages over 4 flips.
+        model_kwargs = {"standardize": True, "test_time_flips": 4}
         augment = True if augment is None else augment
         seg_stride = 2 if seg_stride is None else seg_stride
     else:
@@ -243,6 +245,7 @@ def det_seg_resnet_fpn(
     ignore_class: int | None = None,
     standardize: bool = False,
     seg_stride: int = 4,
+    test_time_flips: int = 1,
     weighting: mtl.weighting.LossWeighting | None = None,
     tasks: Sequence[mtl.tasks.Task] | None = None,
 ) -> mtl.MultiTaskModel:
@@ -287,6 +290,11 @@ def det_seg_resnet_fpn(
             fused with the backbone's stride-2 activation) and upsamples by 2.
             Must match the segmentation task's `upsample` when `tasks` are
             given. Defaults to `4`.
+        test_time_flips: int. 1, 2 or 4: the exported SavedModel averages
+            both heads' outputs over this many flips of the image
+            (`kerasmtl.test_time`; 4 = also upside down, for images without
+            an up such as microscopy). Defaults to `1`; the nuclei recipe
+            uses 4.
         weighting: loss weighting. Defaults to `Equal()`.
         tasks: the tasks, or None for both (`det_seg_tasks(...)`). Pass one of
             them for a single-task baseline with the same trunk.
@@ -327,4 +335,5 @@ def det_seg_resnet_fpn(
     # A dict input: the vision pipelines yield `{"image": ...}`, and the
     # export's signature input is named by the key.
     return mtl.sharing.hard_sharing({"image": image}, features, tasks,
-                                    weighting=weighting, name="det_seg_resnet_fpn")
+                                    weighting=weighting, name="det_seg_resnet_fpn",
+                                    test_time_flips=test_time_flips)

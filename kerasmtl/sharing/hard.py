@@ -19,6 +19,7 @@ def hard_sharing(
     tasks: Sequence[Task],
     weighting: LossWeighting | None = None,
     name: str | None = None,
+    test_time_flips: int = 1,
 ) -> MultiTaskModel:
     """Builds a hard-sharing multi-task model on a shared feature tensor.
 
@@ -33,6 +34,9 @@ def hard_sharing(
             balancer (e.g. `mtl.weighting.PCGrad(rep_grad=True)`). Defaults to
             `Equal()`.
         name: the model's name.
+        test_time_flips: int. 1, 2 or 4: flips of the image inputs the
+            exported SavedModel averages over (see `MultiTaskModel`).
+            Defaults to `1`.
 
     Returns:
         A `MultiTaskModel` with one output per task.
@@ -67,4 +71,5 @@ def hard_sharing(
         tasks=tasks,
         weighting=weighting,
         shared_features=features,
+        test_time_flips=test_time_flips,
     )

@@ -242,6 +242,13 @@ class Task(LabelChecks):
         SavedModels)."""
         return {}
 
+    def flip_back(self, y_pred, horizontal: bool, vertical: bool):
+        """This task's output on a flipped image, mapped back to the image as
+        it is (test-time flip averaging, `kerasmtl.test_time`). The default
+        returns `y_pred`: an image-level output does not depend on the image's
+        orientation. Kinds with image-shaped outputs override it."""
+        return y_pred
+
     def serving_outputs(self, y_pred, geometry=None) -> dict:
         """What the exported signature returns for this task: the raw output
         under `raw_output_name` plus `postprocess(y_pred)`.

@@ -28,6 +28,7 @@ from kerasmtl.losses.detection import CenterNetLoss
 from kerasmtl.metrics.detection import DetectionEvaluator
 from kerasmtl.tasks.base import Task, _apply_sample_weight
 from kerasmtl.tasks.detection_labels import DetectionLabelChecks
+from kerasmtl.test_time import flip_images
 
 _METRICS = ("center_score", "size_l1", "offset_l1")
 
@@ -302,6 +303,18 @@ class Detection(DetectionLabelChecks, Task):
         outputs[names["boxes_xyxy"]] = decoded["boxes"]
         outputs[names["boxes"]] = normalized_yxyx(decoded["boxes"], grid[0], grid[1])
         return outputs
+
+    def flip_back(self, y_pred, horizontal, vertical):
+        # Heat map and sizes flip with the grid. A centre at grid x has offset
+        # dx = x - floor(x); mirrored, its cell is the mirror cell and its
+        # offset 1 - dx (dy likewise upside down).
+        y_pred = flip_images(y_pred, horizontal, vertical)
+        if not (horizontal or vertical):
+            return y_pred
+        classes_and_sizes, dx, dy = tf.split(y_pred, [self.num_classes + 2, 1, 1], axis=-1)
+        dx = 1.0 - dx if horizontal else dx
+        dy = 1.0 - dy if vertical else dy
+        return tf.concat([classes_and_sizes, dx, dy], axis=-1)
 
     def serving_outputs(self, y_pred, geometry=None):
         # Decoded on the whole (padded) heat map, as the model saw it; then

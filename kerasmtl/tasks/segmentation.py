@@ -12,6 +12,7 @@ from keras import ops
 from kerasmtl.metrics.segmentation import MaskedMeanIoU, SegmentationEvaluator
 from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.label_checks import fmt_shape, ids_or_missing
+from kerasmtl.test_time import flip_images
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
@@ -273,6 +274,10 @@ class Segmentation(Task):
 
     def postprocess(self, y_pred):
         return {self.name: ops.cast(ops.argmax(y_pred, axis=-1), "int32")}
+
+    def flip_back(self, y_pred, horizontal, vertical):
+        # Per-pixel logits: flipped as the image was.
+        return flip_images(y_pred, horizontal, vertical)
 
     def serving_outputs(self, y_pred, geometry=None):
         outputs = super().serving_outputs(y_pred, geometry)
