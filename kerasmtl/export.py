@@ -13,7 +13,8 @@ task's `Task.serving_outputs` returns its raw output and post-processing,
 cropped or clipped back to the request's image where the task's outputs are
 image-shaped or in pixels. Other inputs are passed through unchanged. A
 model built with `test_time_flips` > 1 has its outputs averaged over flips
-of its image inputs before the post-processing (`kerasmtl.test_time`).
+of its image inputs before the post-processing, as in its `predict`
+(`kerasmtl.test_time`).
 
 This module is TensorFlow-specific by design (see DESIGN.md).
 """

@@ -48,7 +48,7 @@ from kerasmtl.model_inputs import (
     strings_as_tensors,
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
-from kerasmtl.test_time import check_test_time_flips
+from kerasmtl.test_time import TestTimeFlipsMixin, check_test_time_flips
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
 
@@ -58,6 +58,7 @@ class MultiTaskModel(
     GradientBalancingMixin,
     LabelChecksMixin,
     CompileMixin,
+    TestTimeFlipsMixin,
     keras.Model,
 ):
     """A functional model whose outputs are a dict keyed by task name.
@@ -81,10 +82,10 @@ class MultiTaskModel(
             (the trunk's output, which the heads read), needed by a balancer
             with `rep_grad=True`; `hard_sharing` sets it. Saved as the name of
             the layer that outputs it.
-        test_time_flips: int. 1, 2 or 4: the exported SavedModel averages
-            the outputs over this many flips of the image inputs
-            (`kerasmtl.test_time`); training, `evaluate` and `predict` take
-            one pass. Defaults to `1`.
+        test_time_flips: int. 1, 2 or 4: `predict` and the exported
+            SavedModel average the outputs over this many flips of the image
+            inputs (`kerasmtl.test_time`); training, `evaluate` and
+            `model(x)` take one pass. Defaults to `1`.
 
     Examples:
 

@@ -2,10 +2,11 @@
 its image inputs, each flipped back by its task (`Task.flip_back`).
 
 A `MultiTaskModel` built with `test_time_flips=2` (the image and its mirror
-image) or `4` (also upside down, and both) serves averaged outputs from its
-exported SavedModel: segmentation logits and CenterNet heat maps, sizes and
-offsets (mirrored) are averaged cell by cell, image-level outputs as they
-are. Training and `fit`'s validation use one pass. For images without an
+image) or `4` (also upside down, and both) averages its outputs over the
+flips in `predict` and in its exported SavedModel: segmentation logits and
+CenterNet heat maps, sizes and offsets (mirrored) are averaged cell by cell,
+image-level outputs as they are. Training, `evaluate` and calling the model
+(`model(x)`) take one pass. For images without an
 up or a left (microscopy, aerial views) 4 flips suit; natural photographs
 have an up, so 2. The cost is one forward pass per flip.
 """
@@ -68,3 +69,18 @@ def flip_averaged_outputs(model, inputs, image_indexes: Sequence[int], flips: in
             name: totals[name] + value for name, value in outputs.items()}
     count = float(len(FLIPS[flips]))
     return {name: value / count for name, value in totals.items()}
+
+
+class TestTimeFlipsMixin:
+    """`predict` of a `MultiTaskModel` with `test_time_flips` > 1: the mean
+    over flips of the image inputs, as its exported signature serves it."""
+
+    def predict_step(self, data):
+        from kerasmtl.preprocessors.images import serving_image_inputs
+
+        flips = getattr(self, "test_time_flips", 1)
+        images = [image.index for image in serving_image_inputs(self)] if flips > 1 else []
+        if not images:
+            return super().predict_step(data)
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return flip_averaged_outputs(self, x, images, flips)

@@ -73,6 +73,12 @@ def test_exported_model_serves_the_mean_over_flips(tmp_path):
 
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 96, 3), np.uint8)
     averaged = flip_averaged_outputs(model, {"image": tf.constant(image)}, [0], 4)
+    # predict averages the same way; calling the model takes one pass.
+    predicted = model.predict({"image": image}, verbose=0)
+    np.testing.assert_allclose(predicted["segmentation"], averaged["segmentation"], atol=1e-4)
+    np.testing.assert_allclose(predicted["detection"], averaged["detection"], atol=1e-4)
+    np.testing.assert_allclose(single.predict({"image": image}, verbose=0)["segmentation"],
+                               model({"image": image})["segmentation"], atol=1e-4)
     expected = model.serving_outputs(averaged)
     served = tf.saved_model.load(mtl.export.export_saved_model(model, tmp_path / "tta"))
     out = served.signatures["serving_default"](image=tf.constant(image))

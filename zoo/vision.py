@@ -130,7 +130,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
             for nuclei folders, off for shapes and COCO folders. Nuclei
             folders also give the model `standardize=True` (each image to
             zero mean and unit variance: the stains differ widely) and
-            `test_time_flips=4` (the export averages over the image's flips).
+            `test_time_flips=4` (`predict` and the export average over the
+            image's flips).
         seg_stride: int or None. 4 or 2: the stride of the map the
             segmentation head reads (`det_seg_tasks`, `det_seg_resnet_fpn`).
             Defaults to `None`: 2 for nuclei folders (nuclei are a few pixels
@@ -290,8 +291,9 @@ def det_seg_resnet_fpn(
             fused with the backbone's stride-2 activation) and upsamples by 2.
             Must match the segmentation task's `upsample` when `tasks` are
             given. Defaults to `4`.
-        test_time_flips: int. 1, 2 or 4: the exported SavedModel averages
-            both heads' outputs over this many flips of the image
+        test_time_flips: int. 1, 2 or 4: `predict` and the exported
+            SavedModel average both heads' outputs over this many flips of the
+            image
             (`kerasmtl.test_time`; 4 = also upside down, for images without
             an up such as microscopy). Defaults to `1`; the nuclei recipe
             uses 4.

@@ -34,8 +34,9 @@ def hard_sharing(
             balancer (e.g. `mtl.weighting.PCGrad(rep_grad=True)`). Defaults to
             `Equal()`.
         name: the model's name.
-        test_time_flips: int. 1, 2 or 4: flips of the image inputs the
-            exported SavedModel averages over (see `MultiTaskModel`).
+        test_time_flips: int. 1, 2 or 4: flips of the image inputs that
+            `predict` and the exported SavedModel average over (see
+            `MultiTaskModel`).
             Defaults to `1`.
 
     Returns:
