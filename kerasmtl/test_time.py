@@ -6,9 +6,9 @@ image) or `4` (also upside down, and both) averages its outputs over the
 flips in `predict` and in its exported SavedModel: segmentation logits and
 CenterNet heat maps, sizes and offsets (mirrored) are averaged cell by cell,
 image-level outputs as they are. Training, `evaluate` and calling the model
-(`model(x)`) take one pass. For images without an
-up or a left (microscopy, aerial views) 4 flips suit; natural photographs
-have an up, so 2. The cost is one forward pass per flip.
+(`model(x)`) take one pass. For images without an up or a left (microscopy,
+aerial views) 4 flips suit; natural photographs have an up, so 2. The cost
+is one forward pass per flip.
 """
 
 from __future__ import annotations
