@@ -155,7 +155,7 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     elif Path(spec).is_dir() and is_instance_mask_folder(spec):
         data = read_instance_mask_folder(spec)
         size, source, fit = tuple(image_size or (256, 256)), f"nuclei folder {spec}", "crop"
-        # Nuclei have no up or left: the export averages over 4 flips.
+        # Nuclei have no up or left: predict and the export average 4 flips.
         model_kwargs = {"standardize": True, "test_time_flips": 4}
         augment = True if augment is None else augment
         seg_stride = 2 if seg_stride is None else seg_stride
