@@ -14,7 +14,7 @@ cropped or clipped back to the request's image where the task's outputs are
 image-shaped or in pixels. Other inputs are passed through unchanged. A
 model built with `test_time_flips` > 1 has its outputs averaged over flips
 of its image inputs before the post-processing, as in its `predict`
-(`kerasmtl.test_time`).
+(`kerasmtl.flip_averaging`).
 
 This module is TensorFlow-specific by design (see DESIGN.md).
 """
@@ -35,10 +35,10 @@ import tensorflow as tf
 
 from kerasmtl.example_signatures import example_signatures as make_example_signatures
 from kerasmtl.example_signatures import set_method_names
+from kerasmtl.flip_averaging import flip_averaged_outputs
 from kerasmtl.model import MultiTaskModel
 from kerasmtl.preprocessors import ImageGeometry, input_names, serving_image_inputs
 from kerasmtl.tasks import instance_ids_function
-from kerasmtl.test_time import flip_averaged_outputs
 
 try:
     import fcntl
@@ -338,11 +338,7 @@ def _serving_function(model: MultiTaskModel, images=()):
                                          tf.shape(converted)[1:3])
             flat[image.index] = converted
         inputs = keras.tree.pack_sequence_as(model.input, flat)
-        flips = getattr(model, "test_time_flips", 1)
-        if flips > 1 and images:
-            outputs = flip_averaged_outputs(model, inputs, [i.index for i in images], flips)
-        else:
-            outputs = model(inputs, training=False)
+        outputs = flip_averaged_outputs(model, inputs, [i.index for i in images])
         return model.serving_outputs(outputs, geometry)
 
     return serve

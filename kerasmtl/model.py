@@ -39,6 +39,7 @@ from kerasmtl import tasks as tasks_lib
 from kerasmtl.autograph import skip_autograph
 from kerasmtl.balanced_training import GradientBalancingMixin
 from kerasmtl.distribution import all_finite, global_means, replicas_in_sync
+from kerasmtl.flip_averaging import FlipAveragingMixin, check_test_time_flips
 from kerasmtl.model_compile import CompileMixin
 from kerasmtl.model_inputs import (
     LabelChecksMixin,
@@ -48,7 +49,6 @@ from kerasmtl.model_inputs import (
     strings_as_tensors,
 )
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
-from kerasmtl.test_time import TestTimeFlipsMixin, check_test_time_flips
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
 
@@ -58,7 +58,7 @@ class MultiTaskModel(
     GradientBalancingMixin,
     LabelChecksMixin,
     CompileMixin,
-    TestTimeFlipsMixin,
+    FlipAveragingMixin,
     keras.Model,
 ):
     """A functional model whose outputs are a dict keyed by task name.
@@ -84,7 +84,7 @@ class MultiTaskModel(
             the layer that outputs it.
         test_time_flips: int. 1, 2 or 4: `predict` and the exported
             SavedModel average the outputs over this many flips of the image
-            inputs (`kerasmtl.test_time`); training, `evaluate` and
+            inputs (`kerasmtl.flip_averaging`); training, `evaluate` and
             `model(x)` take one pass. Defaults to `1`.
 
     Examples:

@@ -244,7 +244,7 @@ class Task(LabelChecks):
 
     def flip_back(self, y_pred, horizontal: bool, vertical: bool):
         """This task's output on a flipped image, mapped back to the image as
-        it is (test-time flip averaging, `kerasmtl.test_time`). The default
+        it is (test-time flip averaging, `kerasmtl.flip_averaging`). The default
         returns `y_pred`: an image-level output does not depend on the image's
         orientation. Kinds with image-shaped outputs override it."""
         return y_pred

@@ -18,6 +18,7 @@ import tensorflow as tf  # in-graph label checks
 from keras import ops
 
 from kerasmtl.autograph import skip_autograph
+from kerasmtl.flip_averaging import flip_images
 from kerasmtl.layers.detection import CenterNetHead, centernet_targets
 from kerasmtl.layers.detection_decoding import (
     decode_detections,
@@ -28,7 +29,6 @@ from kerasmtl.losses.detection import CenterNetLoss
 from kerasmtl.metrics.detection import DetectionEvaluator
 from kerasmtl.tasks.base import Task, _apply_sample_weight
 from kerasmtl.tasks.detection_labels import DetectionLabelChecks
-from kerasmtl.test_time import flip_images
 
 _METRICS = ("center_score", "size_l1", "offset_l1")
 

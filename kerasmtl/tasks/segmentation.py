@@ -9,10 +9,10 @@ import numpy as np
 import tensorflow as tf  # graph-only paths: shape assertion, export resize
 from keras import ops
 
+from kerasmtl.flip_averaging import flip_images
 from kerasmtl.metrics.segmentation import MaskedMeanIoU, SegmentationEvaluator
 from kerasmtl.tasks.base import Task
 from kerasmtl.tasks.label_checks import fmt_shape, ids_or_missing
-from kerasmtl.test_time import flip_images
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from kerasmtl.preprocessors.images import serving_image_inputs
+
 # (horizontal, vertical) flips of each setting; the first is the image as is.
 FLIPS = {
     1: ((False, False),),
@@ -42,24 +44,27 @@ def flip_images(images, horizontal: bool, vertical: bool):
     return tf.reverse(images, axes) if axes else images
 
 
-def flip_averaged_outputs(model, inputs, image_indexes: Sequence[int], flips: int) -> dict:
-    """`model(inputs, training=False)` averaged over `flips` flips of the
-    flat inputs at `image_indexes`, each task's output flipped back by
-    `task.flip_back` before the mean.
+def flip_averaged_outputs(model, inputs, image_indexes: Sequence[int]) -> dict:
+    """`model(inputs, training=False)`, averaged over the model's
+    `test_time_flips` flips of the flat inputs at `image_indexes`, each
+    task's output flipped back by `task.flip_back` before the mean. One pass
+    when the model has 1 flip or no image inputs are given.
 
     Args:
         model: a `MultiTaskModel`.
         inputs: its inputs, structured as `model.input`.
         image_indexes: positions among the flat inputs of the images to flip
             (`[batch, height, width, channels]`, sizes the model takes).
-        flips: 1, 2 or 4 (see `FLIPS`).
 
     Returns:
-        `{task name: averaged output}`.
+        `{task name: output}`.
     """
+    flips = FLIPS[model.test_time_flips] if image_indexes else FLIPS[1]
+    if len(flips) == 1:
+        return model(inputs, training=False)
     flat = keras.tree.flatten(inputs)
     totals = None
-    for horizontal, vertical in FLIPS[check_test_time_flips(flips)]:
+    for horizontal, vertical in flips:
         flipped = [flip_images(x, horizontal, vertical) if i in image_indexes else x
                    for i, x in enumerate(flat)]
         outputs = model(keras.tree.pack_sequence_as(inputs, flipped), training=False)
@@ -67,20 +72,16 @@ def flip_averaged_outputs(model, inputs, image_indexes: Sequence[int], flips: in
                    for task in model.tasks}
         totals = outputs if totals is None else {
             name: totals[name] + value for name, value in outputs.items()}
-    count = float(len(FLIPS[flips]))
-    return {name: value / count for name, value in totals.items()}
+    return {name: value / float(len(flips)) for name, value in totals.items()}
 
 
-class TestTimeFlipsMixin:
+class FlipAveragingMixin:
     """`predict` of a `MultiTaskModel` with `test_time_flips` > 1: the mean
     over flips of the image inputs, as its exported signature serves it."""
 
     def predict_step(self, data):
-        from kerasmtl.preprocessors.images import serving_image_inputs
-
-        flips = getattr(self, "test_time_flips", 1)
-        images = [image.index for image in serving_image_inputs(self)] if flips > 1 else []
-        if not images:
+        if self.test_time_flips == 1:
             return super().predict_step(data)
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return flip_averaged_outputs(self, x, images, flips)
+        images = [image.index for image in serving_image_inputs(self)]
+        return flip_averaged_outputs(self, x, images)

@@ -1,4 +1,4 @@
-"""Test-time flip averaging (`kerasmtl.test_time`): each task maps its output
+"""Test-time flip averaging (`kerasmtl.flip_averaging`): each task maps its output
 on a flipped image back to the image, and an exported model built with
 `test_time_flips` serves the mean over the flips."""
 
@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import kerasmtl as mtl
 import zoo
-from kerasmtl.test_time import FLIPS, flip_averaged_outputs, flip_images
+from kerasmtl.flip_averaging import FLIPS, flip_averaged_outputs, flip_images
 
 TINY = {"widths": (4, 4, 4, 4), "fpn_channels": 4, "head_channels": 4}
 
@@ -47,6 +47,8 @@ def test_segmentation_flip_back_and_image_level_outputs():
     task = mtl.tasks.Segmentation("seg", 3)
     for horizontal, vertical in FLIPS[4]:
         flipped = flip_images(logits, horizontal, vertical)
+        expected = np.asarray(logits)[:, ::-1 if vertical else 1, ::-1 if horizontal else 1]
+        np.testing.assert_array_equal(flipped, expected)  # numpy's flip, not a no-op
         np.testing.assert_array_equal(task.flip_back(flipped, horizontal, vertical), logits)
     # An image-level output does not depend on the orientation.
     scores = tf.constant([[0.2, 0.8]])
@@ -72,7 +74,23 @@ def test_exported_model_serves_the_mean_over_flips(tmp_path):
     single.set_weights(model.get_weights())
 
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 96, 3), np.uint8)
-    averaged = flip_averaged_outputs(model, {"image": tf.constant(image)}, [0], 4)
+    averaged = flip_averaged_outputs(model, {"image": tf.constant(image)}, [0])
+    # The same mean computed independently: numpy flips, one pass each, the
+    # logits flipped back and the CenterNet offsets mirrored (dx -> 1 - dx).
+    seg, det = [], []
+    for vertical in (False, True):
+        for horizontal in (False, True):
+            rows, cols = (slice(None, None, -1 if v else 1) for v in (vertical, horizontal))
+            out = model({"image": image[:, rows, cols]})
+            seg.append(np.asarray(out["segmentation"])[:, rows, cols])
+            raw = np.asarray(out["detection"])[:, rows, cols].copy()
+            if horizontal:
+                raw[..., -2] = 1.0 - raw[..., -2]
+            if vertical:
+                raw[..., -1] = 1.0 - raw[..., -1]
+            det.append(raw)
+    np.testing.assert_allclose(averaged["segmentation"], np.mean(seg, 0), atol=1e-4)
+    np.testing.assert_allclose(averaged["detection"], np.mean(det, 0), atol=1e-4)
     # predict averages the same way; calling the model takes one pass.
     predicted = model.predict({"image": image}, verbose=0)
     np.testing.assert_allclose(predicted["segmentation"], averaged["segmentation"], atol=1e-4)
