@@ -141,6 +141,8 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
     Returns:
         `TrainingData` whose `train` and `dev` are `tf.data.Dataset`s.
     """
+    if seg_stride is not None:
+        _check_seg_stride(seg_stride)  # before reading a folder
     if spec == "shapes":
         size = tuple(image_size or SHAPES_IMAGE_SIZE)
         total = num_images or SHAPES_TRAIN + SHAPES_DEV
@@ -167,7 +169,6 @@ def vision_data(spec: str, *, batch_size: int = 16, seed: int = 0,
             "folder (<id>/images/<id>.png and <id>/masks/*.png per image)."
         )
     seg_stride = 4 if seg_stride is None else seg_stride
-    _check_seg_stride(seg_stride)
     train, dev = data.split(dev_fraction, seed=seed)
     max_boxes = max(16, 8 * math.ceil(data.stats()["max_boxes_per_image"] / 8))
     common = {"batch_size": batch_size, "max_boxes": max_boxes, "image_size": size,
@@ -294,7 +295,7 @@ def det_seg_resnet_fpn(
         test_time_flips: int. 1, 2 or 4: `predict` and the exported
             SavedModel average both heads' outputs over this many flips of the
             image
-            (`kerasmtl.test_time`; 4 = also upside down, for images without
+            (`kerasmtl.flip_averaging`; 4 = also upside down, for images without
             an up such as microscopy). Defaults to `1`; the nuclei recipe
             uses 4.
         weighting: loss weighting. Defaults to `Equal()`.
