@@ -159,7 +159,8 @@ def _export(args) -> int:
 
         model = zoo.load_preset(args.preset)
         print(export_saved_model(model, base_path, version=args.version,
-                                 example_signatures=args.example_signatures))
+                                 example_signatures=args.example_signatures,
+                                 **_instance_arguments(args)))
         return 0
     if args.model is None or args.base_path is None:
         raise ValueError("Give a .keras file and a base path (`kerasmtl export MODEL "
@@ -174,8 +175,25 @@ def _export(args) -> int:
     kerasmtl._import_all()  # registers the model's layers and tasks with Keras
     model = keras.models.load_model(args.model)
     print(export_saved_model(model, args.base_path, version=args.version,
-                             example_signatures=args.example_signatures))
+                             example_signatures=args.example_signatures,
+                             **_instance_arguments(args)))
     return 0
+
+
+def _instance_arguments(args) -> dict:
+    """export_saved_model's instance arguments from `kerasmtl export`'s flags;
+    the other --instance-* flags need --instance-masks (never a silent no-op)."""
+    given = [flag for flag, value, default in (
+        ("--instance-min-score", args.instance_min_score, 0.0),
+        ("--instance-overlap", args.instance_overlap, "score"),
+        ("--instance-grow", args.instance_grow, 0.0)) if value != default]
+    if given and not args.instance_masks:
+        raise ValueError(f"{', '.join(given)} only apply with --instance-masks; add it "
+                         "(a detection + segmentation model) or drop them.")
+    return {"instance_masks": args.instance_masks,
+            "instance_min_score": args.instance_min_score,
+            "instance_overlap": args.instance_overlap,
+            "instance_grow": args.instance_grow}
 
 
 def serve(*args, **kwargs):

@@ -96,6 +96,18 @@ def build_parser(handlers: dict | None = None) -> argparse.ArgumentParser:
                         help="also add TF Serving Classify/Regress signatures "
                         "(classify_<task>, regress_<task>: tf.Example in) for "
                         ":classify and :regress")
+    export.add_argument("--instance-masks", action="store_true",
+                        help="also serve `instance_ids` (a detection + segmentation "
+                        "model: each box cut out of the foreground)")
+    export.add_argument("--instance-min-score", type=float, default=0.0, metavar="S",
+                        help="with --instance-masks, detections scoring less make no "
+                        "instance (default: %(default)s)")
+    export.add_argument("--instance-overlap", choices=("score", "centre"), default="score",
+                        help="with --instance-masks, a pixel in several boxes goes to "
+                        "the best score or the nearest centre (default: %(default)s)")
+    export.add_argument("--instance-grow", type=float, default=0.0, metavar="G",
+                        help="with --instance-masks, grow each box by G times its size "
+                        "on each side (default: %(default)s)")
     export.add_argument("--version", type=int, default=None,
                         help="version number (default: the next one)")
     export.set_defaults(handler=handlers.get("export"))

@@ -9,8 +9,8 @@ from kerasmtl.layers.instance_masks import instance_id_map, serving_instance_ids
 from kerasmtl.metrics.instance import instance_masks_from_boxes
 
 
-def _reference_ids(boxes, scores, count, foreground):
-    masks = instance_masks_from_boxes(boxes[:count], foreground, scores[:count])
+def _reference_ids(boxes, scores, count, foreground, **rule):
+    masks = instance_masks_from_boxes(boxes[:count], foreground, scores[:count], **rule)
     return (masks * np.arange(1, count + 1)[:, None, None]).sum(0)
 
 
@@ -59,9 +59,47 @@ def test_matches_the_numpy_reference_on_random_cases():
         scores = np.round(rng.uniform(0, 1, n), 1)  # with ties
         fg = rng.uniform(size=(height, width)) > 0.3
         count = int(rng.integers(0, n + 1))
-        got = instance_id_map(boxes[None].astype("float32"), scores[None], [count],
-                              fg[None]).numpy()[0]
-        np.testing.assert_array_equal(got, _reference_ids(boxes, scores, count, fg))
+        for rule in ({}, {"overlap": "centre"}, {"overlap": "centre", "grow": 0.25},
+                     {"grow": 0.5}):
+            got = instance_id_map(boxes[None].astype("float32"), scores[None], [count],
+                                  fg[None], **rule).numpy()[0]
+            np.testing.assert_array_equal(
+                got, _reference_ids(boxes, scores, count, fg, **rule), err_msg=str(rule))
+
+
+def test_centre_rule_splits_an_overlap_by_distance_and_grow_widens_boxes_by_hand():
+    # Two 5-px-wide boxes overlapping in cols 3, 4 (centres x = 2.5 and 5.5):
+    # "score" gives the overlap to the better box; "centre" gives col 3
+    # (pixel centre 3.5: distance (1 / 2.5)^2 against (2 / 2.5)^2) to the
+    # first box and col 4 to the second, whatever the scores.
+    boxes = np.array([[[0, 0, 5, 2], [3, 0, 8, 2]]], "float32")
+    fg = np.ones((1, 2, 8), bool)
+    by_score = instance_id_map(boxes, [[0.9, 0.5]], [2], fg).numpy()[0]
+    np.testing.assert_array_equal(by_score[0], [1, 1, 1, 1, 1, 2, 2, 2])
+    for scores in ([[0.9, 0.5]], [[0.5, 0.9]]):
+        by_centre = instance_id_map(boxes, scores, [2], fg, overlap="centre").numpy()[0]
+        np.testing.assert_array_equal(by_centre[0], [1, 1, 1, 1, 2, 2, 2, 2])
+    # Equal distances (the same box twice) go to the better score, then to
+    # the earlier row.
+    twice = np.array([[[0, 0, 4, 1], [0, 0, 4, 1]]], "float32")
+    fg1 = np.ones((1, 1, 4), bool)
+    for scores, owner in (([[0.4, 0.6]], 2), ([[0.6, 0.4]], 1), ([[0.5, 0.5]], 1)):
+        ids = instance_id_map(twice, scores, [2], fg1, overlap="centre").numpy()
+        assert (ids == owner).all(), (scores, ids)
+    # grow=0.5 on a 2x2 box at (2, 2)-(4, 4): the footprint is (1, 1)-(5, 5).
+    grown = instance_id_map(np.array([[[2, 2, 4, 4]]], "float32"), None, None,
+                            np.ones((1, 6, 6), bool), grow=0.5).numpy()[0]
+    assert grown.sum() == 16 and (grown[1:5, 1:5] == 1).all()
+
+
+def test_unknown_overlap_rule_and_bad_grow_are_clear_errors():
+    boxes, fg = np.zeros((1, 1, 4), "float32"), np.ones((1, 2, 2), bool)
+    with pytest.raises(ValueError, match=r"`overlap` must be one of \('score', 'centre'\)"):
+        instance_id_map(boxes, None, None, fg, overlap="center")
+    with pytest.raises(ValueError, match="`grow` must be a finite number >= 0"):
+        instance_id_map(boxes, None, None, fg, grow=-0.1)
+    with pytest.raises(ValueError, match="instance_masks_from_boxes: `grow`"):
+        instance_masks_from_boxes(np.zeros((1, 4)), fg[0], grow=float("nan"))
 
 
 def test_runs_in_a_graph_with_unknown_sizes_and_many_large_boxes():

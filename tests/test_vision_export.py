@@ -139,3 +139,27 @@ def test_instance_masks_option_needs_both_tasks(tmp_path):
     with pytest.raises(ValueError, match=r"exactly one detection and one segmentation"):
         mtl.export.export_saved_model(model, tmp_path / "m", instance_masks=True)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
+    from kerasmtl import cli
+
+    keras.utils.set_random_seed(0)
+    model = zoo.create_model("det_seg_resnet_fpn", **TINY)
+    model.save(str(tmp_path / "m.keras"))
+    flags = ["--instance-min-score", "0.05", "--instance-overlap", "centre",
+             "--instance-grow", "0.25"]
+    assert cli.main(["export", str(tmp_path / "m.keras"), str(tmp_path / "served"),
+                     "--instance-masks", *flags]) == 0
+    serve = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["serving_default"]
+    out = serve(image=tf.constant(_images((1, 45, 77, 3))))
+    expected = serving_instance_ids(out, min_score=0.05, overlap="centre", grow=0.25)
+    np.testing.assert_array_equal(out["instance_ids"].numpy(), expected.numpy())
+    # The instance flags without --instance-masks would do nothing: an error.
+    capsys.readouterr()
+    assert cli.main(["export", str(tmp_path / "m.keras"), str(tmp_path / "other"),
+                     *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--instance-min-score, --instance-overlap, --instance-grow only apply with " \
+           "--instance-masks" in err, err
+    assert not (tmp_path / "other").exists()

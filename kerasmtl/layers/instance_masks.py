@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from kerasmtl.autograph import skip_autograph
 from kerasmtl.layers.detection_decoding import detection_output_names
+from kerasmtl.metrics.instance import check_instance_rule
 
 
 def _pixel_range(low, high, size):
@@ -40,13 +41,16 @@ def _pixel_range(low, high, size):
 
 
 @skip_autograph
-def instance_id_map(boxes, scores, num_detections, foreground):
+def instance_id_map(boxes, scores, num_detections, foreground, *, overlap: str = "score",
+                    grow: float = 0.0):
     """int32 `[B, H, W]` instance-id map from detections and a foreground map.
 
     Pixel `(i, j)` of image `b` is `k + 1` when detection row `k` (one of the
-    first `num_detections[b]` rows) owns it: its box contains the pixel's
-    centre, no better-scoring box does (ties go to the earlier row) and
-    the pixel is foreground; else 0. This is
+    first `num_detections[b]` rows) owns it: its box (enlarged by `grow`)
+    contains the pixel's centre, no other such box is preferred (`overlap=
+    "score"`: a better score; `"centre"`: a centre nearer in units of the
+    box's half-size, then a better score; ties go to the earlier row) and the
+    pixel is foreground; else 0. This is
     `kerasmtl.metrics.instance.instance_masks_from_boxes` in the graph.
 
     Args:
@@ -59,6 +63,10 @@ def instance_id_map(boxes, scores, num_detections, foreground):
         foreground: `[B, H, W]` bool, or a class map / scores where values
             `> 0` are foreground (e.g. a segmentation class map with 0 =
             background).
+        overlap: `"score"` or `"centre"`: which box a pixel inside several
+            boxes goes to. Defaults to `"score"`.
+        grow: float >= 0. Each box's footprint grows by `grow` times its
+            width (height) on each side. Defaults to `0.0`.
 
     Returns:
         int32 tensor `[B, H, W]`.
@@ -77,6 +85,7 @@ def instance_id_map(boxes, scores, num_detections, foreground):
            [1, 1, 1, 1, 0, 0],
            [1, 1, 1, 1, 0, 0]], dtype=int32)
     """
+    check_instance_rule(overlap, grow, "instance_id_map")
     boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     foreground = tf.convert_to_tensor(foreground)
     if boxes.shape.rank is not None and (boxes.shape.rank != 3 or boxes.shape[-1] != 4):
@@ -125,8 +134,12 @@ def instance_id_map(boxes, scores, num_detections, foreground):
     image_index = tf.boolean_mask(image_index, valid)
     row_index = tf.boolean_mask(order, valid)
     picked = tf.gather_nd(boxes, tf.stack([image_index, row_index], axis=1))
-    x0, x1 = _pixel_range(picked[:, 0], picked[:, 2], width)
-    y0, y1 = _pixel_range(picked[:, 1], picked[:, 3], height)
+    size = picked[:, 2:] - picked[:, :2]
+    footprint = picked + tf.constant(grow, tf.float32) * tf.concat([-size, size], axis=1)
+    x0, x1 = _pixel_range(footprint[:, 0], footprint[:, 2], width)
+    y0, y1 = _pixel_range(footprint[:, 1], footprint[:, 3], height)
+    centre = (picked[:, :2] + picked[:, 2:]) * 0.5
+    half = tf.maximum(size * 0.5, 1e-6)
 
     # Each box's rectangle, as runs of flat pixel indices, takes the box's
     # paint rank; a pixel keeps the highest rank (unsorted_segment_max). The
@@ -140,7 +153,7 @@ def instance_id_map(boxes, scores, num_detections, foreground):
     num_chunks = tf.reduce_max(tf.concat([chunk + 1, [0]], 0))
     rank = tf.range(1, tf.size(area) + 1)
 
-    def paint(c, best):
+    def paint(c, best, nearest):
         take = tf.equal(chunk, c)
         w, a = tf.boolean_mask(box_w, take), tf.boolean_mask(area, take)
         first = tf.cumsum(a, exclusive=True)
@@ -153,10 +166,25 @@ def instance_id_map(boxes, scores, num_detections, foreground):
         b = tf.gather(tf.boolean_mask(image_index, take), j)
         flat = (b * height + y) * width + x
         value = tf.gather(tf.boolean_mask(rank, take), j)
-        return c + 1, tf.maximum(best, tf.math.unsorted_segment_max(value, flat, pixels))
+        if overlap == "score":
+            return c + 1, tf.maximum(best, tf.math.unsorted_segment_max(value, flat, pixels)), nearest
+        # "centre": the smallest normalised distance per pixel, then the
+        # highest rank (best score) among the boxes at that distance.
+        box = tf.gather(tf.where(take)[:, 0], j)
+        dx = (tf.cast(x, tf.float32) + 0.5 - tf.gather(centre[:, 0], box)) / tf.gather(
+            half[:, 0], box)
+        dy = (tf.cast(y, tf.float32) + 0.5 - tf.gather(centre[:, 1], box)) / tf.gather(
+            half[:, 1], box)
+        d = dx * dx + dy * dy
+        near = tf.math.unsorted_segment_min(d, flat, pixels)  # untouched: float max
+        at_min = d <= tf.gather(near, flat)
+        top = tf.math.unsorted_segment_max(tf.where(at_min, value, 0), flat, pixels)
+        better = (near < nearest) | ((near == nearest) & (top > best))
+        return c + 1, tf.where(better, top, best), tf.where(better, near, nearest)
 
-    _, best = tf.while_loop(
-        lambda c, _: c < num_chunks, paint, (tf.constant(0), tf.zeros([pixels], tf.int32))
+    _, best, _ = tf.while_loop(
+        lambda c, *_: c < num_chunks, paint,
+        (tf.constant(0), tf.zeros([pixels], tf.int32), tf.fill([pixels], float("inf"))),
     )
     # Rank r (1-based) is paint position r - 1; 0 (and the segment op's fill
     # value for untouched pixels, the int32 minimum, clipped to 0) is no box.
@@ -167,7 +195,8 @@ def instance_id_map(boxes, scores, num_detections, foreground):
 
 
 def serving_instance_ids(outputs, detection: str = "detection",
-                         segmentation: str = "segmentation", min_score: float = 0.0):
+                         segmentation: str = "segmentation", min_score: float = 0.0,
+                         overlap: str = "score", grow: float = 0.0):
     """`instance_id_map` from a detection + segmentation model's serving
     outputs (`model.postprocess(...)` or the exported signature's dict).
 
@@ -183,6 +212,9 @@ def serving_instance_ids(outputs, detection: str = "detection",
         min_score: float. Detections scoring less make no instance (the
             serving outputs are sorted best first, so this shortens
             `num_detections`). Defaults to `0.0`.
+        overlap: `"score"` or `"centre"` (`instance_id_map`). Defaults to
+            `"score"`.
+        grow: float >= 0 (`instance_id_map`). Defaults to `0.0`.
 
     Returns:
         int32 `[B, H, W]`.
@@ -202,4 +234,5 @@ def serving_instance_ids(outputs, detection: str = "detection",
     if min_score > 0:
         kept = tf.reduce_sum(tf.cast(scores >= min_score, tf.int32), axis=1)
         count = tf.minimum(count, kept)
-    return instance_id_map(outputs[needed[0]], scores, count, outputs[segmentation])
+    return instance_id_map(outputs[needed[0]], scores, count, outputs[segmentation],
+                           overlap=overlap, grow=grow)
