@@ -1,6 +1,7 @@
 """Helpers shared by the multi-task vs single-task benchmarks (`tagging.py`,
-`vision.py`, `nuclei.py`): the step-time comparison, the environment line
-and the table's number format. Steps are timed as in `sharing_cost.py`."""
+`vision.py`, `nuclei.py`, the `*_methods.py` tables): the step-time
+comparison, the environment line, the methods' flags and the tables' number
+formats. Steps are timed as in `sharing_cost.py`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,21 @@ def median_step_seconds(models: dict, x, y: dict, rounds: int, seed: int = 0) ->
     return {label: float(np.median(ms)) / 1e3 for label, ms in times.items()}
 
 
+def add_method_arguments(parser) -> None:
+    """`--methods` and `--method` of the Δm-per-method benchmarks."""
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated --weighting spellings; a spelling "
+                        "holding commas goes in a separate --method")
+    parser.add_argument("--method", action="append", default=[],
+                        help="one more method (repeatable)")
+
+
+def chosen_methods(args, defaults) -> list[str]:
+    """The methods `add_method_arguments`' flags name, else `defaults`."""
+    listed = args.methods.split(",") if args.methods else []
+    return (listed or ([] if args.method else list(defaults))) + args.method
+
+
 def limit_threads(threads: int) -> str:
     """Limits TensorFlow to `threads` intra- and inter-op threads; returns the
     environment line to print (versions, CPUs, threads, load average)."""
@@ -49,3 +65,11 @@ def load_average() -> str:
 def percent(value) -> str:
     """A score in [0, 1] as a percentage with 2 decimals; "-" for None."""
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+def spread(values, signed: bool = False) -> str:
+    """Mean (signed with a + or -) and, for several values, ± the sample std."""
+    if not values:
+        return "–"
+    text = f"{np.mean(values):+.2f}" if signed else f"{np.mean(values):.2f}"
+    return text + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")

@@ -48,7 +48,13 @@ import tensorflow as tf  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
 
-from bench_common import limit_threads, load_average  # noqa: E402
+from bench_common import (  # noqa: E402
+    add_method_arguments,
+    chosen_methods,
+    limit_threads,
+    load_average,
+    spread,
+)
 
 import kerasmtl as mtl  # noqa: E402
 from kerasmtl import weighting_spec  # noqa: E402
@@ -115,11 +121,7 @@ def main(argv=None) -> int:
                         help="synthetic corpus, tiny model: checks that it runs")
     parser.add_argument("--data", default=str(DATA), help="ud_ewt_uner folder")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated --weighting spellings; a spelling "
-                        "holding commas goes in a separate --method")
-    parser.add_argument("--method", action="append", default=[],
-                        help="one more method (repeatable)")
+    add_method_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--drop-ner", type=float, default=0.3,
                         help="share of training sentences whose NER labels are removed")
@@ -127,8 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     print(limit_threads(args.threads))
-    methods = (args.methods.split(",") if args.methods else
-               ([] if args.method else list(METHODS))) + args.method
+    methods = chosen_methods(args, METHODS)
     factories = {m: weighting_spec.weighting_factory(m) for m in methods}  # checks early
 
     spec, model_kwargs = str(args.data), dict(registry.get_entry(NAME).recipe["model_kwargs"])
@@ -180,11 +181,11 @@ def main(argv=None) -> int:
     print("| model | UPOS | NER F1 | Δm | s/epoch |")
     print("|---|---|---|---|---|")
     for label, results in runs.items():
-        pos = _spread([100 * r["curves"]["pos"][-1] for r in results if "pos" in r["curves"]])
-        ner = _spread([100 * r["curves"]["ner"][-1] for r in results if "ner" in r["curves"]])
+        pos = spread([100 * r["curves"]["pos"][-1] for r in results if "pos" in r["curves"]])
+        ner = spread([100 * r["curves"]["ner"][-1] for r in results if "ner" in r["curves"]])
         deltas = [r.get("delta_m", "–") for r in results]
         dm = ("–" if "–" in deltas else "n/a" if None in deltas
-              else _spread([100 * d for d in deltas], signed=True) + "%")
+              else spread([100 * d for d in deltas], signed=True) + "%")
         seconds = np.mean([r["seconds_per_epoch"] for r in results])
         print(f"| {label} | {pos} | {ner} | {dm} | {seconds:.0f} |")
     print("\nlearning curves (dev, per epoch):")
@@ -199,13 +200,6 @@ def main(argv=None) -> int:
             json.dump({"epochs": args.epochs, "drop_ner": args.drop_ner, "seeds": seeds,
                        "results": runs}, f, indent=1)
     return 0
-
-
-def _spread(values, signed: bool = False) -> str:
-    if not values:
-        return "–"
-    text = f"{np.mean(values):+.2f}" if signed else f"{np.mean(values):.2f}"
-    return text + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,27 @@ def test_architectures_quick_prints_a_delta_m_per_architecture():
                  "learning to branch"):
         assert re.search(rf"^{name}\s+\d+\s+[+-]\d+\.\d$", out, re.M), out
     assert re.search(r"tree \{'t0': \[0, \d\]", out), out
+
+
+@pytest.mark.large
+def test_nuclei_methods_quick_prints_a_row_per_model_or_skips():
+    out = run_benchmark("nuclei_methods.py", "--quick", "--methods", "equal,pcgrad")
+    if "skipped: no nuclei data" in out:
+        pytest.skip("no nuclei data in ../shared/data")
+    for label in ("detection only", "segmentation only"):
+        assert re.search(rf"^\| {label} \| 1 \| .* \| – \| \d+ \|$", out, re.M), out
+    for method in ("equal", "pcgrad"):  # 1 epoch: a 0 single-task figure gives n/a
+        assert re.search(rf"^\| {method} \| 1 \| (\d+\.\d\d \| ){{4}}([+-]\d+\.\d\d%|n/a) "
+                         r"\| \d+ \|$", out, re.M), out
+
+
+@pytest.mark.large
+def test_nuclei_speed_quick_prints_the_flops_and_the_time_per_part():
+    out = run_benchmark("nuclei_speed.py", "--quick")
+    for part in ("backbone", "FPN neck", "stride-2 decoder", "detection head",
+                 "segmentation head"):
+        assert re.search(rf"^\| {part} \| [\d.e-]+ \(\d+%\) \| [\d.e-]+ \(\d+%\) \|$",
+                         out, re.M), out
+    assert re.search(r"^\| train step, recipe \(seg_stride=2\) \| \d+ \| 100% \|$", out, re.M), out
+    assert re.search(r"^recipe step / XLA step: \d+\.\d\dx; recipe step / seg_stride=4 step: "
+                     r"\d+\.\d\dx$", out, re.M), out

@@ -1,0 +1,244 @@
+"""Where the nuclei model's training step goes: FLOPs and time, per part.
+
+Builds the zoo's `det_seg_resnet_fpn` with its nuclei recipe
+(`zoo.vision.vision_data` on the DSB-2018 folder: 256x256 crops, batch 16,
+stride-2 segmentation) and, in one run:
+
+- counts the forward FLOPs of one 256x256 image per part (TensorFlow's
+  graph profiler on the frozen inference graph: backbone, FPN neck, stride-2
+  decoder, detection head, segmentation head), for the recipe and for the
+  stride-4 model the issue measured first (`seg_stride=4`, no decoder);
+- times, in shuffled rounds on the same training batches, the parts of a
+  step: the input pipeline alone (reading, augmentation, cropping,
+  batching), the trunk's forward and backward pass, the whole network's
+  forward and backward pass (a sum of its outputs as the loss), the
+  CenterNet target encoding, the compiled train step (loss, targets,
+  optimizer) of the recipe, of the same model under XLA (`jit_compile=True`)
+  and of the stride-4 model.
+
+Times are medians over `--rounds` rounds of `--steps` calls each, in
+milliseconds per batch; ratios are within one run. The load average is
+printed: on 2 shared cores the absolute times move with it, the ratios less.
+Nothing is asserted.
+
+Usage:
+    python benchmarks/nuclei_speed.py                  # ~10 min on 2 cores
+    python benchmarks/nuclei_speed.py --quick          # synthetic shapes, tiny model
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
+
+from bench_common import limit_threads, load_average  # noqa: E402
+from nuclei import DEFAULT_ROOT  # noqa: E402
+from sharing_cost import measure  # noqa: E402
+
+from kerasmtl.layers.detection import centernet_targets  # noqa: E402
+from zoo import registry, training  # noqa: E402
+from zoo.vision import DETECTION, vision_data  # noqa: E402
+
+NAME = "det_seg_resnet_fpn"
+PIPELINE = "input pipeline alone (read, augment, crop, batch)"
+# Layer-name prefixes of each part, in the order the table lists them.
+PARTS = {
+    "backbone": ("trunk_rescaling", "trunk_stem", "trunk_stage"),
+    "FPN neck": ("trunk_fpn",),
+    "stride-2 decoder": ("decoder",),
+    "detection head": ("detection",),
+    "segmentation head": ("segmentation",),
+}
+
+
+def part_of(op_name: str) -> str:
+    for scope in op_name.split("/"):
+        for part, prefixes in PARTS.items():
+            if scope.startswith(prefixes):
+                return part
+    return "other"
+
+
+def forward_flops(model, size: tuple[int, int]) -> dict[str, float]:
+    """Forward FLOPs of one `size` image per part (graph profiler)."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    spec = {"image": tf.TensorSpec([1, *size, 3], tf.float32)}
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    graph = convert_variables_to_constants_v2(function).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=graph, options=options)
+    flops = collections.Counter()
+
+    def walk(node):
+        for child in node.children:
+            if not child.children:
+                flops[part_of(child.name)] += child.float_ops
+            walk(child)
+
+    walk(profile)
+    return dict(flops)
+
+
+def build(model_kwargs: dict, jit: bool = False, seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    model = registry.create_model(NAME, **model_kwargs)
+    settings = training.training_settings(NAME)
+    model.compile(optimizer=settings.make_optimizer(27),
+                  train_metrics=settings.train_metrics, jit_compile=jit)
+    return model
+
+
+def trunk_of(model):
+    """The sub-model from the image to the shared stride-4 map."""
+    return keras.Model(model.inputs, model.get_layer("trunk_fpn_smooth_relu").output)
+
+
+def forward_backward(model):
+    """A compiled forward + backward pass with the sum of the outputs as loss."""
+    weights = model.trainable_variables
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32))
+                             for o in tf.nest.flatten(outputs)])
+        return tape.gradient(loss, weights)
+
+    return run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="calls per timed block")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="synthetic shapes, tiny model: checks that it runs")
+    args = parser.parse_args(argv)
+    print(limit_threads(args.threads))
+    if args.quick:
+        spec, batch_size, args.rounds, args.steps = "shapes", 4, 2, 1
+        sizes = {"widths": (4, 4, 8, 8), "fpn_channels": 8, "head_channels": 8}
+    else:
+        spec, batch_size, sizes = args.root, 16, {}
+        if not Path(spec).is_dir():
+            print(f"skipped: no nuclei data at {spec} (the DSB-2018 folder of "
+                  "shared/data); pass --root.")
+            return 0
+    data = vision_data(spec, batch_size=batch_size, seg_stride=2)
+    kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
+              **data.model_kwargs, "test_time_flips": 1, **sizes}
+    kwargs4 = {k: v for k, v in kwargs.items() if k != "seg_stride"}
+    print(f"{data.summary}; batch {batch_size}")
+
+    batches = list(data.train.take(args.rounds * args.steps + 1))
+    x, y = batches[0]
+    size = tuple(x["image"].shape[1:3])
+
+    recipe = build(kwargs)
+    plain4 = build(kwargs4)
+    flops = {"seg_stride=2 (recipe)": forward_flops(recipe, size),
+             "seg_stride=4 (first measured)": forward_flops(plain4, size)}
+    print(f"\nforward GFLOPs of one {size[0]}x{size[1]} image, per part:\n")
+    print("| part | " + " | ".join(flops) + " |")
+    print("|---|" + "---|" * len(flops))
+    for part in [*PARTS, "other"]:
+        cells = [f"{f.get(part, 0) / 1e9:.4g} ({100 * f.get(part, 0) / sum(f.values()):.0f}%)"
+                 for f in flops.values()]
+        print(f"| {part} | " + " | ".join(cells) + " |")
+    print("| total | " + " | ".join(f"{sum(f.values()) / 1e9:.4g}" for f in flops.values())
+          + " |")
+
+    jit = build(kwargs, jit=True)
+    rows = y[DETECTION]["classes"].shape[1]
+    grid = (size[0] // 4, size[1] // 4)  # the detection head's stride-4 grid
+    targets = tf.function(lambda b, c: centernet_targets(b, c, *grid, 1, 4))
+    trunk_pass, full_pass = forward_backward(trunk_of(recipe)), forward_backward(recipe)
+    timer = {"pipeline": []}
+    cursor = {"i": 0}
+
+    def next_batch():
+        cursor["i"] = (cursor["i"] + 1) % len(batches)
+        return batches[cursor["i"]]
+
+    def step(model):
+        def run(n):
+            for _ in range(n):
+                bx, by = next_batch()
+                model.train_on_batch(bx, by)
+        return run
+
+    def call(function, prepare):
+        def run(n):
+            for _ in range(n):
+                out = function(*prepare(next_batch()))
+            tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for it
+        return run
+
+    def read(n):
+        # A fresh iterator: batches prefetched while other parts ran would
+        # time as free. Its first batch (start-up) is not timed.
+        timer["pipeline"].append(0.0)
+        batches_in = iter(data.train)
+        next(batches_in)
+        start = time.perf_counter()
+        for _ in range(n):
+            next(batches_in)[0]["image"].numpy()
+        timer["pipeline"][-1] = time.perf_counter() - start
+
+    runners = {
+        PIPELINE: read,
+        "trunk forward + backward": call(trunk_pass, lambda b: (b[0],)),
+        "network forward + backward": call(full_pass, lambda b: (b[0],)),
+        f"CenterNet targets ({rows} box rows)": call(
+            targets, lambda b: (b[1][DETECTION]["boxes"], b[1][DETECTION]["classes"])),
+        "train step, recipe (seg_stride=2)": step(recipe),
+        "train step, recipe under XLA (jit_compile)": step(jit),
+        "train step, seg_stride=4 (first measured)": step(plain4),
+    }
+    start = time.perf_counter()
+    for run in runners.values():  # traces, compiles (XLA) and warms each
+        run(1)
+    print(f"\nwarm-up (tracing, XLA compilation): {time.perf_counter() - start:.0f} s; "
+          f"load average {load_average()}")
+    timer["pipeline"].clear()
+    times = measure(runners, args.steps, args.rounds, seed=0)
+    times[PIPELINE] = [1e3 * t / args.steps for t in timer["pipeline"]]  # start-up out
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    base = median["train step, recipe (seg_stride=2)"]
+    print(f"\nms per batch of {batch_size} (median of {args.rounds} rounds of "
+          f"{args.steps}; share of the recipe's train step):\n")
+    print("| part | ms | share |")
+    print("|---|---|---|")
+    for label, ms in median.items():
+        print(f"| {label} | {ms:.0f} | {100 * ms / base:.0f}% |")
+    print(f"\nrecipe step / XLA step: "
+          f"{base / median['train step, recipe under XLA (jit_compile)']:.2f}x; "
+          f"recipe step / seg_stride=4 step: "
+          f"{base / median['train step, seg_stride=4 (first measured)']:.2f}x")
+    print(f"load average at the end: {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
