@@ -247,15 +247,17 @@ def trim_boxes(x, y):
     return x, {**y, "detection": {"boxes": boxes, "classes": classes}}
 
 
-def evaluate_export(model, dev, with_instances: bool) -> dict:
+def evaluate_export(model, dev, with_instances: bool, overlap: str = INSTANCE_OVERLAP,
+                    grow: float = INSTANCE_GROW) -> dict:
     """Exports `model`, runs its serving signature on each full dev image
-    (uint8, batch 1) and scores the outputs."""
+    (uint8, batch 1) and scores the outputs (instances by `overlap` and
+    `grow`, see `kerasmtl.layers.instance_id_map`)."""
     names = model.task_names
     with tempfile.TemporaryDirectory() as base:
         path = mtl.export.export_saved_model(
             model, os.path.join(base, "model"), instance_masks=with_instances,
-            instance_min_score=INSTANCE_MIN_SCORE, instance_overlap=INSTANCE_OVERLAP,
-            instance_grow=INSTANCE_GROW)
+            instance_min_score=INSTANCE_MIN_SCORE, instance_overlap=overlap,
+            instance_grow=grow)
         serve = tf.saved_model.load(path).signatures["serving_default"]
         serve(image=tf.constant(dev.images[0][None]))  # warm
         outputs, seconds = [], 0.0
@@ -292,8 +294,8 @@ def evaluate_export(model, dev, with_instances: bool) -> dict:
                       "num_detections": out["num_detections"][None],
                       "segmentation": np.ones((1, *image.shape[:2]), "int32")}
             predicted.append(serving_instance_ids(
-                filled, min_score=INSTANCE_MIN_SCORE, overlap=INSTANCE_OVERLAP,
-                grow=INSTANCE_GROW).numpy()[0])
+                filled, min_score=INSTANCE_MIN_SCORE, overlap=overlap,
+                grow=grow).numpy()[0])
         else:  # connected components of the foreground
             predicted.append(ndimage.label(out["segmentation"] > 0)[0])
     result["dsb2018"] = mean_dsb2018_score(dev.instance_masks, predicted)

@@ -83,7 +83,27 @@ NAME = "det_seg_resnet_fpn"
 METHODS = ["equal", "uncertainty", "dwa", "famo", "pcgrad", "upgrad"]
 DEV_FRACTION = 0.2  # the recipe's (vision_data's default)
 HIGHER_IS_BETTER = {DETECTION: True, SEGMENTATION: True}
-INSTANCE_RULE = f"overlaps to the {INSTANCE_OVERLAP}, boxes grown {INSTANCE_GROW:g} per side"
+OLD_RULE = "overlaps to the score, boxes grown 0 per side"  # JSON files before the key
+
+
+def instance_rule(overlap: str, grow: float) -> str:
+    return f"overlaps to the {overlap}, boxes grown {grow:g} per side"
+
+
+def resumed(args, rule: str) -> dict:
+    """The runs of `args.json` with `--resume` (checked to match), else {}."""
+    if not (args.resume and args.json and Path(args.json).is_file()):
+        return {}
+    with open(args.json) as f:
+        saved = json.load(f)
+    kept = (saved["epochs"], saved["drop_masks"], saved.get("instance_rule", OLD_RULE))
+    if kept != (args.epochs, args.drop_masks, rule):
+        raise ValueError(
+            f"--resume: {args.json} holds runs of (epochs, drop_masks, instance rule) = "
+            f"{kept}, this run asks for {(args.epochs, args.drop_masks, rule)}. Pass the "
+            "same settings, or another --json file.")
+    print(f"resumed: {', '.join(f'{k} x{len(v)}' for k, v in saved['results'].items())}")
+    return saved["results"]
 
 
 def drop_masks(data, rate: float, seed: int):
@@ -96,7 +116,7 @@ def drop_masks(data, rate: float, seed: int):
 
 
 def train_one(train_ds, dev, tasks, weighting, epochs: int, steps: int,
-              model_kwargs: dict, seed: int) -> dict:
+              model_kwargs: dict, seed: int, instances: dict) -> dict:
     """Trains one model on `tasks` for `epochs` x `steps`; scores it through
     its export on the full dev images."""
     keras.utils.set_random_seed(seed)
@@ -115,7 +135,7 @@ def train_one(train_ds, dev, tasks, weighting, epochs: int, steps: int,
     loss = history["loss"][-1]
     if not np.isfinite(loss):
         return {"figures": {}, "seconds_per_epoch": seconds, "loss": float(loss)}
-    figures = evaluate_export(model, dev, with_instances=len(tasks) == 2)
+    figures = evaluate_export(model, dev, with_instances=len(tasks) == 2, **instances)
     return {"figures": figures, "seconds_per_epoch": seconds, "loss": float(loss)}
 
 
@@ -135,6 +155,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None,
                         help="also write the results here (after every model)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models already in the --json file (same epochs, "
+                        "masks and instance rule) and train only the missing ones")
+    parser.add_argument("--instance-overlap", choices=("score", "centre"),
+                        default=INSTANCE_OVERLAP, help="the DSB instances' overlap rule "
+                        "(default: benchmarks/nuclei.py's, %(default)s)")
+    parser.add_argument("--instance-grow", type=float, default=INSTANCE_GROW,
+                        help="the DSB instances' box growth (default: %(default)s)")
     parser.add_argument("--report", default=None, metavar="JSON",
                         help="print the table of a --json file (also of a stopped run)")
     args = parser.parse_args(argv)
@@ -175,9 +203,12 @@ def main(argv=None) -> int:
                               seed=seed, augment=NUCLEI_AUGMENT,
                               repeat=True).map(trim_boxes)
 
+    instances = {"overlap": args.instance_overlap, "grow": args.instance_grow}
+    rule = instance_rule(**instances)
+
     def run(label, tasks, factory, seed):
         result = train_one(train_data(seed), dev, tasks, factory, args.epochs, steps,
-                           model_kwargs, seed)
+                           model_kwargs, seed, instances)
         print(f"  {label} (seed {seed}): " + ", ".join(
             f"{k}={v:.4f}" for k, v in result["figures"].items())
             + f"; {result['seconds_per_epoch']:.0f} s/epoch, loss {result['loss']:.4f}",
@@ -188,19 +219,20 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"epochs": args.epochs, "drop_masks": args.drop_masks,
-                           "seeds": seeds, "dev_images": len(dev.images),
-                           "instance_rule": INSTANCE_RULE,
-                           "results": runs}, f, indent=1)
+                           "seeds": list(range(max(len(r) for r in runs.values()))),
+                           "dev_images": len(dev.images),
+                           "instance_rule": rule, "results": runs}, f, indent=1)
 
-    runs = {}
+    runs = resumed(args, rule)
     for task in (DETECTION, SEGMENTATION):
-        runs[f"{task} only"] = []
-        for seed in seeds:
-            runs[f"{task} only"].append(run(f"{task} only", [by_name[task]], None, seed))
+        label = f"{task} only"
+        runs.setdefault(label, [])
+        for seed in seeds[len(runs[label]):]:
+            runs[label].append(run(label, [by_name[task]], None, seed))
             save()
     for method in methods:
-        runs[method] = []
-        for seed in seeds:
+        runs.setdefault(method, [])
+        for seed in seeds[len(runs[method]):]:
             result = run(method, recipe.tasks, factories[method], seed)
             single = {DETECTION: runs[f"{DETECTION} only"][seed]["figures"].get("map_50"),
                       SEGMENTATION: runs[f"{SEGMENTATION} only"][seed]["figures"].get(
@@ -215,7 +247,8 @@ def main(argv=None) -> int:
             runs[method].append(result)
             save()
 
-    print_table(runs, len(dev.images), args.epochs, len(seeds), INSTANCE_RULE)
+    print_table(runs, len(dev.images), args.epochs,
+                max(len(r) for r in runs.values()), rule)
     print(f"load average at the end: {load_average()}")
     return 0
 
@@ -251,8 +284,7 @@ def report(path: str) -> int:
           f"seeds {saved['seeds']}")
     print_table(saved["results"], saved.get("dev_images", "?"), saved["epochs"],
                 max(len(r) for r in saved["results"].values()),
-                saved.get("instance_rule", "not recorded: before 2026-12-06 the score "
-                          "rule, no growth"))
+                saved.get("instance_rule", OLD_RULE))
     return 0
 
 
