@@ -11,7 +11,9 @@ server) runs (see DESIGN.md). It follows the rule of the numpy reference
   `[x_min, x_max) x [y_min, y_max)` (xyxy pixels, parts outside the image
   cut off);
 - a pixel inside several boxes goes to the highest-scoring one (ties to the
-  earlier row), so instances are disjoint;
+  earlier row), so instances are disjoint; with `overlap="centre"`, to the
+  box whose centre is nearest in units of its half-size (then the higher
+  score); `grow` enlarges every box's footprint by a share of its size;
 - only foreground pixels (`> 0`) belong to any box.
 
 The result is one int32 id map per image (0 = background, `k` = detection
