@@ -87,6 +87,16 @@ from kerasmtl.tasks.segmentation import Segmentation  # noqa: E402
 from zoo.vision import NUCLEI_AUGMENT  # noqa: E402
 
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "dsb2018_nuclei"
+
+
+def missing_data(root) -> bool:
+    """True, after saying so, when the nuclei folder `root` is not there."""
+    if Path(root).is_dir():
+        return False
+    print(f"skipped: no nuclei data at {root} (the DSB-2018 folder of shared/data); "
+          "pass --root.")
+    return True
+
 TARGETS = {"map_50": 0.80, "foreground_iou": 0.85, "delta_m": 0.0}  # issue 8
 MAX_BOXES = 400  # labels and detections: the data's maximum is 375 per image
 CROP_BOXES = 160  # label rows of a training crop (~2x the densest 256x256 crop)
@@ -123,9 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     root = Path(args.root)
-    if not root.is_dir():
-        print(f"skipped: no nuclei data at {root} (the DSB-2018 folder of "
-              "shared/data); pass --root.")
+    if missing_data(root):
         return 0
     print(limit_threads(args.threads))
 

@@ -68,6 +68,7 @@ from nuclei import (  # noqa: E402
     INSTANCE_GROW,
     INSTANCE_OVERLAP,
     evaluate_export,
+    missing_data,
     smallest_images,
     trim_boxes,
 )
@@ -96,12 +97,19 @@ def resumed(args, rule: str) -> dict:
         return {}
     with open(args.json) as f:
         saved = json.load(f)
-    kept = (saved["epochs"], saved["drop_masks"], saved.get("instance_rule", OLD_RULE))
-    if kept != (args.epochs, args.drop_masks, rule):
+    names = ["epochs", "drop_masks", "instance_rule", "seg_stride", "batch_size"]
+    asked = [args.epochs, args.drop_masks, rule, args.seg_stride, args.batch_size]
+    kept = [saved.get(k, OLD_RULE if k == "instance_rule" else None) for k in names]
+    unrecorded = [k for k, v in zip(names, kept) if v is None]
+    if unrecorded:  # files written before these keys
+        print(f"--resume: {args.json} does not record {', '.join(unrecorded)}: "
+              "not checked")
+    differ = [f"{k} {v!r} (asked: {a!r})" for k, v, a in zip(names, kept, asked)
+              if v is not None and v != a]
+    if differ:
         raise ValueError(
-            f"--resume: {args.json} holds runs of (epochs, drop_masks, instance rule) = "
-            f"{kept}, this run asks for {(args.epochs, args.drop_masks, rule)}. Pass the "
-            "same settings, or another --json file.")
+            f"--resume: {args.json} holds runs of other settings: {'; '.join(differ)}. "
+            "Pass the same settings, or another --json file.")
     print(f"resumed: {', '.join(f'{k} x{len(v)}' for k, v in saved['results'].items())}")
     return saved["results"]
 
@@ -157,7 +165,8 @@ def main(argv=None) -> int:
                         help="also write the results here (after every model)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the models already in the --json file (same epochs, "
-                        "masks and instance rule) and train only the missing ones")
+                        "masks, instance rule, stride and batch size) and train only "
+                        "the missing ones")
     parser.add_argument("--instance-overlap", choices=("score", "centre"),
                         default=INSTANCE_OVERLAP, help="the DSB instances' overlap rule "
                         "(default: benchmarks/nuclei.py's, %(default)s)")
@@ -169,9 +178,7 @@ def main(argv=None) -> int:
     if args.report:
         return report(args.report)
     root = Path(args.root)
-    if not root.is_dir():
-        print(f"skipped: no nuclei data at {root} (the DSB-2018 folder of "
-              "shared/data); pass --root.")
+    if missing_data(root):
         return 0
     print(limit_threads(args.threads))
     methods = chosen_methods(args, METHODS)
@@ -180,6 +187,7 @@ def main(argv=None) -> int:
     recipe = vision_data(str(root), batch_size=args.batch_size, seg_stride=args.seg_stride)
     model_kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
                     **recipe.model_kwargs, "test_time_flips": 1}
+    args.seg_stride = model_kwargs.get("seg_stride", 4)  # None: the recipe's
     ids = None
     if args.quick:
         args.epochs, args.batch_size = 1, 4
@@ -221,7 +229,8 @@ def main(argv=None) -> int:
                 json.dump({"epochs": args.epochs, "drop_masks": args.drop_masks,
                            "seeds": list(range(max(len(r) for r in runs.values()))),
                            "dev_images": len(dev.images),
-                           "instance_rule": rule, "results": runs}, f, indent=1)
+                           "instance_rule": rule, "seg_stride": args.seg_stride,
+                           "batch_size": args.batch_size, "results": runs}, f, indent=1)
 
     runs = resumed(args, rule)
     for task in (DETECTION, SEGMENTATION):

@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
 
 from bench_common import limit_threads, load_average  # noqa: E402
-from nuclei import DEFAULT_ROOT  # noqa: E402
+from nuclei import DEFAULT_ROOT, missing_data  # noqa: E402
 from sharing_cost import measure  # noqa: E402
 
 from kerasmtl.layers.detection import centernet_targets  # noqa: E402
@@ -97,11 +97,13 @@ def forward_flops(model, size: tuple[int, int]) -> dict[str, float]:
     return dict(flops)
 
 
-def build(model_kwargs: dict, jit: bool = False, seed: int = 0):
+def build(model_kwargs: dict, steps_per_epoch: int, jit: bool = False, seed: int = 0):
     keras.utils.set_random_seed(seed)
     model = registry.create_model(NAME, **model_kwargs)
     settings = training.training_settings(NAME)
-    model.compile(optimizer=settings.make_optimizer(27),
+    # The steps per epoch only shape the learning-rate schedule, not a step's
+    # cost.
+    model.compile(optimizer=settings.make_optimizer(steps_per_epoch),
                   train_metrics=settings.train_metrics, jit_compile=jit)
     return model
 
@@ -141,9 +143,7 @@ def main(argv=None) -> int:
         sizes = {"widths": (4, 4, 8, 8), "fpn_channels": 8, "head_channels": 8}
     else:
         spec, batch_size, sizes = args.root, 16, {}
-        if not Path(spec).is_dir():
-            print(f"skipped: no nuclei data at {spec} (the DSB-2018 folder of "
-                  "shared/data); pass --root.")
+        if missing_data(spec):
             return 0
     data = vision_data(spec, batch_size=batch_size, seg_stride=2)
     kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
@@ -155,8 +155,9 @@ def main(argv=None) -> int:
     x, y = batches[0]
     size = tuple(x["image"].shape[1:3])
 
-    recipe = build(kwargs)
-    plain4 = build(kwargs4)
+    steps_per_epoch = int(data.train.cardinality())  # 27 on DSB-2018 at batch 16
+    recipe = build(kwargs, steps_per_epoch)
+    plain4 = build(kwargs4, steps_per_epoch)
     flops = {"seg_stride=2 (recipe)": forward_flops(recipe, size),
              "seg_stride=4 (first measured)": forward_flops(plain4, size)}
     print(f"\nforward GFLOPs of one {size[0]}x{size[1]} image, per part:\n")
@@ -169,13 +170,13 @@ def main(argv=None) -> int:
     print("| total | " + " | ".join(f"{sum(f.values()) / 1e9:.4g}" for f in flops.values())
           + " |")
 
-    jit = build(kwargs, jit=True)
+    jit = build(kwargs, steps_per_epoch, jit=True)
     rows = y[DETECTION]["classes"].shape[1]
     grid = (size[0] // 4, size[1] // 4)  # the detection head's stride-4 grid
     targets = tf.function(lambda b, c: centernet_targets(b, c, *grid, 1, 4))
     trunk_pass, full_pass = forward_backward(trunk_of(recipe)), forward_backward(recipe)
-    timer = {"pipeline": []}
     cursor = {"i": 0}
+    reader = {}
 
     def next_batch():
         cursor["i"] = (cursor["i"] + 1) % len(batches)
@@ -195,16 +196,16 @@ def main(argv=None) -> int:
             tf.nest.map_structure(lambda t: t.numpy(), out)  # wait for it
         return run
 
+    def fresh_reader():
+        # Untimed before each pipeline block: a fresh iterator (batches
+        # prefetched while other parts ran would time as free) past its
+        # first batch (start-up).
+        reader["batches"] = iter(data.train)
+        next(reader["batches"])
+
     def read(n):
-        # A fresh iterator: batches prefetched while other parts ran would
-        # time as free. Its first batch (start-up) is not timed.
-        timer["pipeline"].append(0.0)
-        batches_in = iter(data.train)
-        next(batches_in)
-        start = time.perf_counter()
         for _ in range(n):
-            next(batches_in)[0]["image"].numpy()
-        timer["pipeline"][-1] = time.perf_counter() - start
+            next(reader["batches"])[0]["image"].numpy()
 
     runners = {
         PIPELINE: read,
@@ -217,13 +218,13 @@ def main(argv=None) -> int:
         "train step, seg_stride=4 (first measured)": step(plain4),
     }
     start = time.perf_counter()
+    fresh_reader()
     for run in runners.values():  # traces, compiles (XLA) and warms each
         run(1)
     print(f"\nwarm-up (tracing, XLA compilation): {time.perf_counter() - start:.0f} s; "
           f"load average {load_average()}")
-    timer["pipeline"].clear()
-    times = measure(runners, args.steps, args.rounds, seed=0)
-    times[PIPELINE] = [1e3 * t / args.steps for t in timer["pipeline"]]  # start-up out
+    times = measure(runners, args.steps, args.rounds, seed=0,
+                    prepare={PIPELINE: fresh_reader})
     median = {k: float(np.median(v)) for k, v in times.items()}
     base = median["train step, recipe (seg_stride=2)"]
     print(f"\nms per batch of {batch_size} (median of {args.rounds} rounds of "

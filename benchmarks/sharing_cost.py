@@ -186,15 +186,22 @@ def warm_up(model: keras.Model, batch: tuple, driver: str) -> float:
 
 
 def measure(
-    runners: dict[str, Callable[[int], None]], steps: int, rounds: int, seed: int
+    runners: dict[str, Callable[[int], None]], steps: int, rounds: int, seed: int,
+    prepare: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[float]]:
-    """Milliseconds per step of each model, one value per round."""
+    """Milliseconds per step of each model, one value per round.
+
+    `prepare[name]()`, where given, runs untimed before each of `name`'s
+    blocks (e.g. a fresh input iterator and its start-up).
+    """
     order = list(runners)
     shuffler = random.Random(seed)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         shuffler.shuffle(order)
         for name in order:
+            if prepare and name in prepare:
+                prepare[name]()
             gc.disable()  # a collection pause lands in no one model's block
             start = time.perf_counter()
             runners[name](steps)

@@ -131,3 +131,31 @@ def test_nuclei_speed_quick_prints_the_flops_and_the_time_per_part():
     assert re.search(r"^\| train step, recipe \(seg_stride=2\) \| \d+ \| 100% \|$", out, re.M), out
     assert re.search(r"^recipe step / XLA step: \d+\.\d\dx; recipe step / seg_stride=4 step: "
                      r"\d+\.\d\dx$", out, re.M), out
+
+
+def test_nuclei_methods_resume_refuses_a_file_of_other_settings(tmp_path, capsys):
+    import argparse
+    import json
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import nuclei_methods
+    finally:
+        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+    rule = nuclei_methods.instance_rule("centre", 0.25)
+    saved = {"epochs": 6, "drop_masks": 0.3, "instance_rule": rule, "seg_stride": 4,
+             "batch_size": 16, "results": {"equal": [{"delta_m": 0.0}]}}
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps(saved))
+    args = argparse.Namespace(resume=True, json=str(path), epochs=6, drop_masks=0.3,
+                              seg_stride=4, batch_size=16)
+    assert nuclei_methods.resumed(args, rule) == saved["results"]
+    args.seg_stride = 2
+    with pytest.raises(ValueError, match=r"seg_stride 4 \(asked: 2\)"):
+        nuclei_methods.resumed(args, rule)
+    # A file from before the stride and batch keys: resumed, and says so.
+    del saved["seg_stride"], saved["batch_size"]
+    path.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert nuclei_methods.resumed(args, rule) == saved["results"]
+    assert "does not record seg_stride, batch_size: not checked" in capsys.readouterr().out

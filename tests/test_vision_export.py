@@ -146,6 +146,18 @@ def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
 
     keras.utils.set_random_seed(0)
     model = zoo.create_model("det_seg_resnet_fpn", **TINY)
+    # An untrained model finds no foreground and draws zero-size boxes, where
+    # every rule gives the same (empty) map. Make every pixel foreground and
+    # the boxes 8 px wide, so that boxes overlap and the rules differ.
+    classifier = model.get_layer("segmentation_classifier")
+    kernel, bias = classifier.get_weights()
+    bias[:] = -10.0
+    bias[1] = 10.0
+    classifier.set_weights([kernel, bias])
+    size_output = model.get_layer("detection").branches[1][-1]  # heatmap, size, offset
+    assert size_output.name == "size_output"
+    kernel, bias = size_output.get_weights()
+    size_output.set_weights([kernel, np.full_like(bias, 2.0)])
     model.save(str(tmp_path / "m.keras"))
     flags = ["--instance-min-score", "0.05", "--instance-overlap", "centre",
              "--instance-grow", "0.25"]
@@ -155,6 +167,11 @@ def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
     out = serve(image=tf.constant(_images((1, 45, 77, 3))))
     expected = serving_instance_ids(out, min_score=0.05, overlap="centre", grow=0.25)
     np.testing.assert_array_equal(out["instance_ids"].numpy(), expected.numpy())
+    # The check tells the rules apart: the default rule gives another map here,
+    # so an export that dropped --instance-overlap/--instance-grow would fail.
+    assert (expected.numpy() > 0).any()
+    default = serving_instance_ids(out, min_score=0.05)
+    assert not np.array_equal(default.numpy(), expected.numpy())
     # The instance flags without --instance-masks would do nothing: an error.
     capsys.readouterr()
     assert cli.main(["export", str(tmp_path / "m.keras"), str(tmp_path / "other"),
