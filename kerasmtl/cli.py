@@ -157,10 +157,14 @@ def _export(args) -> int:
         import zoo
         from kerasmtl.export import export_saved_model
 
-        model = zoo.load_preset(args.preset)
-        print(export_saved_model(model, base_path, version=args.version,
+        preset = zoo.get_preset(args.preset)
+        instances = _instance_arguments(args, preset.export_settings)
+        if args.instance_masks and preset.export_settings:
+            print(f"instance masks: {instances} (the preset's settings where no flag "
+                  "is given)")
+        print(export_saved_model(preset.load(), base_path, version=args.version,
                                  example_signatures=args.example_signatures,
-                                 **_instance_arguments(args)))
+                                 **instances))
         return 0
     if args.model is None or args.base_path is None:
         raise ValueError("Give a .keras file and a base path (`kerasmtl export MODEL "
@@ -180,20 +184,25 @@ def _export(args) -> int:
     return 0
 
 
-def _instance_arguments(args) -> dict:
-    """export_saved_model's instance arguments from `kerasmtl export`'s flags;
-    the other --instance-* flags need --instance-masks (never a silent no-op)."""
-    given = [flag for flag, value, default in (
-        ("--instance-min-score", args.instance_min_score, 0.0),
-        ("--instance-overlap", args.instance_overlap, "score"),
-        ("--instance-grow", args.instance_grow, 0.0)) if value != default]
+_INSTANCE_FLAGS = {"instance_min_score": ("--instance-min-score", 0.0),
+                   "instance_overlap": ("--instance-overlap", "score"),
+                   "instance_grow": ("--instance-grow", 0.0)}
+
+
+def _instance_arguments(args, preset_settings: dict | None = None) -> dict:
+    """export_saved_model's instance arguments from `kerasmtl export`'s flags,
+    else a preset card's `export` settings, else the defaults; the
+    --instance-* flags need --instance-masks (never a silent no-op)."""
+    given = [flag for key, (flag, _) in _INSTANCE_FLAGS.items()
+             if getattr(args, key) is not None]
     if given and not args.instance_masks:
         raise ValueError(f"{', '.join(given)} only apply with --instance-masks; add it "
                          "(a detection + segmentation model) or drop them.")
-    return {"instance_masks": args.instance_masks,
-            "instance_min_score": args.instance_min_score,
-            "instance_overlap": args.instance_overlap,
-            "instance_grow": args.instance_grow}
+    chosen = {"instance_masks": args.instance_masks}
+    for key, (_, default) in _INSTANCE_FLAGS.items():
+        value = getattr(args, key)
+        chosen[key] = value if value is not None else (preset_settings or {}).get(key, default)
+    return chosen
 
 
 def serve(*args, **kwargs):

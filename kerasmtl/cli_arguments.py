@@ -99,15 +99,18 @@ def build_parser(handlers: dict | None = None) -> argparse.ArgumentParser:
     export.add_argument("--instance-masks", action="store_true",
                         help="also serve `instance_ids` (a detection + segmentation "
                         "model: each box cut out of the foreground)")
-    export.add_argument("--instance-min-score", type=float, default=0.0, metavar="S",
+    # The --instance-* defaults (None here) are a --preset's card's `export`
+    # settings, else export_saved_model's: 0, score, 0.
+    export.add_argument("--instance-min-score", type=float, default=None, metavar="S",
                         help="with --instance-masks, detections scoring less make no "
-                        "instance (default: %(default)s)")
-    export.add_argument("--instance-overlap", choices=("score", "centre"), default="score",
+                        "instance (default: a --preset's setting, else 0)")
+    export.add_argument("--instance-overlap", choices=("score", "centre"), default=None,
                         help="with --instance-masks, a pixel in several boxes goes to "
-                        "the best score or the nearest centre (default: %(default)s)")
-    export.add_argument("--instance-grow", type=float, default=0.0, metavar="G",
+                        "the best score or the nearest centre (default: a --preset's "
+                        "setting, else score)")
+    export.add_argument("--instance-grow", type=float, default=None, metavar="G",
                         help="with --instance-masks, grow each box by G times its size "
-                        "on each side (default: %(default)s)")
+                        "on each side (default: a --preset's setting, else 0)")
     export.add_argument("--version", type=int, default=None,
                         help="version number (default: the next one)")
     export.set_defaults(handler=handlers.get("export"))

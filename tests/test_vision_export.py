@@ -141,14 +141,15 @@ def test_instance_masks_option_needs_both_tasks(tmp_path):
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
 
-def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
-    from kerasmtl import cli
+def _overlapping_boxes_model():
+    """A tiny detection + segmentation model whose instance rules differ.
 
+    An untrained model finds no foreground and draws zero-size boxes, where
+    every rule gives the same (empty) map. Here every pixel is foreground and
+    the boxes are 8 px wide, so that boxes overlap and the rules differ.
+    """
     keras.utils.set_random_seed(0)
     model = zoo.create_model("det_seg_resnet_fpn", **TINY)
-    # An untrained model finds no foreground and draws zero-size boxes, where
-    # every rule gives the same (empty) map. Make every pixel foreground and
-    # the boxes 8 px wide, so that boxes overlap and the rules differ.
     classifier = model.get_layer("segmentation_classifier")
     kernel, bias = classifier.get_weights()
     bias[:] = -10.0
@@ -158,13 +159,24 @@ def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
     assert size_output.name == "size_output"
     kernel, bias = size_output.get_weights()
     size_output.set_weights([kernel, np.full_like(bias, 2.0)])
+    return model
+
+
+def _served(base_path):
+    serve = tf.saved_model.load(str(base_path / "1")).signatures["serving_default"]
+    return serve(image=tf.constant(_images((1, 45, 77, 3))))
+
+
+def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
+    from kerasmtl import cli
+
+    model = _overlapping_boxes_model()
     model.save(str(tmp_path / "m.keras"))
     flags = ["--instance-min-score", "0.05", "--instance-overlap", "centre",
              "--instance-grow", "0.25"]
     assert cli.main(["export", str(tmp_path / "m.keras"), str(tmp_path / "served"),
                      "--instance-masks", *flags]) == 0
-    serve = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["serving_default"]
-    out = serve(image=tf.constant(_images((1, 45, 77, 3))))
+    out = _served(tmp_path / "served")
     expected = serving_instance_ids(out, min_score=0.05, overlap="centre", grow=0.25)
     np.testing.assert_array_equal(out["instance_ids"].numpy(), expected.numpy())
     # The check tells the rules apart: the default rule gives another map here,
@@ -180,3 +192,42 @@ def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
     assert "--instance-min-score, --instance-overlap, --instance-grow only apply with " \
            "--instance-masks" in err, err
     assert not (tmp_path / "other").exists()
+
+
+def test_export_of_a_preset_takes_the_instance_rule_from_its_card(tmp_path, capsys):
+    from kerasmtl import cli
+    from zoo import preset_loader
+
+    recipe = zoo.registry.get_entry("det_seg_resnet_fpn").recipe
+    assert recipe["export"] == {"instance_min_score": 0.3, "instance_overlap": "centre",
+                                "instance_grow": 0.25}
+    preset = preset_loader.save_preset(
+        _overlapping_boxes_model(), tmp_path / "p", zoo_model="det_seg_resnet_fpn",
+        data="test", command="test", dev_figures={}, print_fn=lambda *a: None)
+    assert zoo.get_preset(preset).export_settings == recipe["export"]
+    # No --instance-* flag: the card's rule.
+    assert cli.main(["export", "--preset", str(preset), str(tmp_path / "a"),
+                     "--instance-masks"]) == 0
+    assert "the preset's settings where no flag is given" in capsys.readouterr().out
+    out = _served(tmp_path / "a")
+    card_rule = serving_instance_ids(out, min_score=0.3, overlap="centre", grow=0.25).numpy()
+    np.testing.assert_array_equal(out["instance_ids"].numpy(), card_rule)
+    assert not np.array_equal(card_rule, serving_instance_ids(out).numpy())
+    # A flag given wins over the card; the card fills in the others.
+    assert cli.main(["export", "--preset", str(preset), str(tmp_path / "b"),
+                     "--instance-masks", "--instance-overlap", "score"]) == 0
+    out = _served(tmp_path / "b")
+    np.testing.assert_array_equal(
+        out["instance_ids"].numpy(),
+        serving_instance_ids(out, min_score=0.3, overlap="score", grow=0.25).numpy())
+
+
+def test_a_bad_export_setting_is_refused_where_it_is_written():
+    from zoo.registry import check_export_settings
+
+    with pytest.raises(ValueError, match=r"recipe X: `export`: unknown keys \['instance_size'\]"):
+        check_export_settings({"instance_size": 2}, "recipe X: `export`")
+    with pytest.raises(ValueError, match="`overlap` must be one of"):
+        check_export_settings({"instance_overlap": "area"}, "recipe X: `export`")
+    with pytest.raises(ValueError, match=r"`instance_min_score` must be a number in \[0, 1\]"):
+        check_export_settings({"instance_min_score": 2.0}, "recipe X: `export`")

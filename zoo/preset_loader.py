@@ -7,7 +7,9 @@ A preset is one directory:
                    layers or config of the model, so they travel with it
     preset.json    the card: zoo model, data set, the exact command, kerasmtl
                    version, dev figures and their history, sha256 and size of
-                   model.keras, an example input with its outputs
+                   model.keras, an example input with its outputs, and the
+                   recipe's export settings (`kerasmtl export --preset` uses
+                   them where its flags are not given)
     README.md      optional notes
 
 Shipped presets live in `zoo/presets/<name>/`. `load_preset` takes a shipped
@@ -66,6 +68,15 @@ class Preset:
     path: Path | None
     model_path: Path
     card: dict
+
+    @property
+    def export_settings(self) -> dict:
+        """The card's `export`: the instance-mask settings of
+        `export_saved_model` the preset was tuned with (`{}`: the defaults)."""
+        from zoo.registry import check_export_settings
+
+        return check_export_settings(self.card.get("export", {}),
+                                     f"Preset '{self.name}': the card's `export`")
 
     def load(self):
         """The trained model (uncompiled: compile it before `fit`/`evaluate`)."""
@@ -267,6 +278,9 @@ def save_preset(
         "size_bytes": model_path.stat().st_size,
         "weights_dtype": _weights_dtype(model),
     }
+    export = get_entry(zoo_model).recipe.get("export")
+    if export:
+        card["export"] = dict(export)
     if notes:
         card["notes"] = notes
     if example_inputs is not None:

@@ -50,7 +50,12 @@ _RECIPE_KEYS = {
     "weighting": "a str as --weighting takes (e.g. \"static:weights={'pos': 1.0, 'ner': 2.0}\")",
     "train_metrics": "a bool (compute the tasks' metrics in training steps too)",
     "monitor": "a str: 'val_loss', 'joint' or a value fit logs (e.g. 'val_ner/entity_f1')",
+    "export": "a dict of export_saved_model's instance settings (instance_min_score, "
+              "instance_overlap, instance_grow), e.g. {'instance_overlap': 'centre'}",
 }
+# The export settings a recipe (and a preset's card) may fix; `kerasmtl export
+# --preset` uses them where its flags are not given.
+EXPORT_SETTINGS = ("instance_min_score", "instance_overlap", "instance_grow")
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
@@ -78,7 +83,9 @@ def register_model(
     the dev loss: `"joint"` or a logged key) and `train_metrics` (False:
     the tasks' metrics on the dev pass only, see `MultiTaskModel.compile`)
     and `weighting` (the loss weighting or balancer, spelled as `--weighting`
-    takes it, for the multi-task model).
+    takes it, for the multi-task model) and `export` (the instance-mask
+    settings of `export_saved_model` chosen on the recipe's dev data; a
+    preset's card carries them to `kerasmtl export --preset`).
     `kerasmtl train` uses them where its flags are not given."""
 
     def register(factory: Callable) -> Callable:
@@ -113,6 +120,9 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
             valid = isinstance(value, str) and bool(value)
         elif key == "train_metrics":
             valid = isinstance(value, bool)
+        elif key == "export":
+            check_export_settings(value, f"Invalid recipe for zoo model '{name}': `export`")
+            valid = True
         elif key == "weighting":
             valid = isinstance(value, str) and bool(value)
             if valid:  # a bad name or argument fails at registration, not in a run
@@ -132,6 +142,26 @@ def _checked_recipe(name: str, recipe: dict | None) -> dict:
                 f"{_RECIPE_KEYS[key]}. Received: {key}={value!r}"
             )
     return recipe
+
+
+def check_export_settings(settings, where: str) -> dict:
+    """`settings` (a recipe's or a card's `export`), checked: a dict of
+    `EXPORT_SETTINGS` keys with valid values."""
+    from kerasmtl.metrics.instance import check_instance_rule
+
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be a dict of {EXPORT_SETTINGS}. "
+                         f"Received: {settings!r}")
+    unknown = sorted(set(settings) - set(EXPORT_SETTINGS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; it may hold {EXPORT_SETTINGS}.")
+    check_instance_rule(settings.get("instance_overlap", "score"),
+                        settings.get("instance_grow", 0.0), where)
+    score = settings.get("instance_min_score", 0.0)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
+        raise ValueError(f"{where}: `instance_min_score` must be a number in [0, 1]. "
+                         f"Received: instance_min_score={score!r}")
+    return dict(settings)
 
 
 def list_models() -> list[str]:
