@@ -204,9 +204,9 @@ def main(argv=None):
         return 0
     single, rows = quality(args.epochs)
     print("\n== quality: conflicting synthetic tasks, test MAE, Δm vs single-task ==")
-    print("single-task   " + "  ".join(f"{k} {v:.3f}" for k, v in single.items()))
+    print("single-task    " + "  ".join(f"{k} {v:.3f}" for k, v in single.items()))
     for label, (mae, dm) in rows.items():
-        print(f"{label:<14s}" + "  ".join(f"{k} {v:.3f}" for k, v in mae.items())
+        print(f"{label:<15s}" + "  ".join(f"{k} {v:.3f}" for k, v in mae.items())
               + f"   Δm {100 * dm:+.1f}%")
     return 0
 
