@@ -137,11 +137,12 @@ def test_nuclei_methods_resume_refuses_a_file_of_other_settings(tmp_path, capsys
     import argparse
     import json
 
+    saved_path = list(sys.path)  # the script puts benchmarks/ on the path
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     try:
         import nuclei_methods
     finally:
-        sys.path.remove(str(REPO_ROOT / "benchmarks"))
+        sys.path[:] = saved_path
     rule = nuclei_methods.instance_rule("centre", 0.25)
     saved = {"epochs": 6, "drop_masks": 0.3, "instance_rule": rule, "seg_stride": 4,
              "batch_size": 16, "results": {"equal": [{"delta_m": 0.0}]}}
