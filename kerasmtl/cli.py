@@ -158,8 +158,9 @@ def _export(args) -> int:
         from kerasmtl.export import export_saved_model
 
         preset = zoo.get_preset(args.preset)
-        instances = _instance_arguments(args, preset.export_settings)
-        if args.instance_masks and preset.export_settings:
+        card_settings = preset.export_settings  # checked once
+        instances = _instance_arguments(args, card_settings)
+        if args.instance_masks and card_settings:
             print(f"instance masks: {instances} (the preset's settings where no flag "
                   "is given)")
         print(export_saved_model(preset.load(), base_path, version=args.version,
@@ -184,24 +185,29 @@ def _export(args) -> int:
     return 0
 
 
-_INSTANCE_FLAGS = {"instance_min_score": ("--instance-min-score", 0.0),
-                   "instance_overlap": ("--instance-overlap", "score"),
-                   "instance_grow": ("--instance-grow", 0.0)}
+_INSTANCE_KEYS = ("instance_min_score", "instance_overlap", "instance_grow")
 
 
 def _instance_arguments(args, preset_settings: dict | None = None) -> dict:
     """export_saved_model's instance arguments from `kerasmtl export`'s flags,
-    else a preset card's `export` settings, else the defaults; the
-    --instance-* flags need --instance-masks (never a silent no-op)."""
-    given = [flag for key, (flag, _) in _INSTANCE_FLAGS.items()
+    else a preset card's `export` settings, else export_saved_model's own
+    defaults; the --instance-* flags need --instance-masks (never a silent
+    no-op)."""
+    import inspect
+
+    from kerasmtl.export import export_saved_model
+
+    given = ["--" + key.replace("_", "-") for key in _INSTANCE_KEYS
              if getattr(args, key) is not None]
     if given and not args.instance_masks:
         raise ValueError(f"{', '.join(given)} only apply with --instance-masks; add it "
                          "(a detection + segmentation model) or drop them.")
+    defaults = inspect.signature(export_saved_model).parameters
     chosen = {"instance_masks": args.instance_masks}
-    for key, (_, default) in _INSTANCE_FLAGS.items():
+    for key in _INSTANCE_KEYS:
         value = getattr(args, key)
-        chosen[key] = value if value is not None else (preset_settings or {}).get(key, default)
+        chosen[key] = (value if value is not None
+                       else (preset_settings or {}).get(key, defaults[key].default))
     return chosen
 
 
