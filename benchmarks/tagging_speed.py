@@ -4,7 +4,8 @@ configuration, side by side in one run (issue 16's speed target).
 Builds the zoo's `pos_ner_bilstm_crf` with its recipe's settings on the UD
 English-EWT vocabularies, then a copy with the same weights in the baseline
 configuration: what the zoo tagger was before the speed work (`BASELINE`
-layer settings switched back in a copy of the model config, task metrics
+layer settings switched back in a copy of the model config, Keras's `LSTM`
+for the recipe's `HoistedLSTM`, task metrics
 computed in every train step, the earlier length buckets
 `BASELINE_BUCKETS`). Both train on the same training sentences, each batched
 by its own length buckets, in shuffled rounds of one pass each; the script
@@ -60,9 +61,23 @@ def baseline_copy(model: mtl.MultiTaskModel) -> mtl.MultiTaskModel:
     config = model.get_config()
     for layer in config["layers"]:
         layer["config"].update(BASELINE.get(layer["config"]["name"], {}))
-    copy = mtl.MultiTaskModel.from_config(config)
+    copy = mtl.MultiTaskModel.from_config(_keras_lstm(config))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _keras_lstm(config):
+    """`config` with every `HoistedLSTM` (the recipe's BiLSTM) a Keras `LSTM`
+    (same weights and arguments): the baseline's loop projects each step's
+    inputs and masks every step."""
+    if isinstance(config, list):
+        return [_keras_lstm(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "HoistedLSTM":
+        return {**config, "module": "keras.layers", "class_name": "LSTM",
+                "registered_name": None}
+    return {key: _keras_lstm(value) for key, value in config.items()}
 
 
 def time_passes(models: dict, batches: dict, rounds: int, seed: int = 0) -> dict:
