@@ -5,8 +5,10 @@ formats. Steps are timed as in `sharing_cost.py`."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -42,6 +44,41 @@ def chosen_methods(args, defaults) -> list[str]:
     """The methods `add_method_arguments`' flags name, else `defaults`."""
     listed = args.methods.split(",") if args.methods else []
     return (listed or ([] if args.method else list(defaults))) + args.method
+
+
+def resumed_runs(path, resume: bool, settings: dict, defaults: dict | None = None) -> dict:
+    """The runs a `--json` file at `path` holds, with `--resume`, else `{}`.
+
+    `settings` are this run's (epochs, drop rate, ...): the file's must be the
+    same, or a `ValueError` says which differ. A setting the file does not
+    record (written before it was saved) takes `defaults`' value if there is
+    one, else it is not checked (and the run says so).
+    """
+    if not (resume and path and Path(path).is_file()):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    kept = {k: saved.get(k, (defaults or {}).get(k)) for k in settings}
+    unrecorded = [k for k, v in kept.items() if v is None]
+    if unrecorded:
+        print(f"--resume: {path} does not record {', '.join(unrecorded)}: not checked")
+    differ = [f"{k} {v!r} (asked: {settings[k]!r})" for k, v in kept.items()
+              if v is not None and v != settings[k]]
+    if differ:
+        raise ValueError(
+            f"--resume: {path} holds runs of other settings: {'; '.join(differ)}. "
+            "Pass the same settings, or another --json file.")
+    print(f"resumed: {', '.join(f'{k} x{len(v)}' for k, v in saved['results'].items())}")
+    return saved["results"]
+
+
+def save_runs(path, settings: dict, runs: dict, **extra) -> None:
+    """Writes `settings`, `extra` and `runs` (label -> one result per seed) as
+    the JSON file `resumed_runs` reads; nothing when `path` is None."""
+    if path:
+        seeds = list(range(max((len(r) for r in runs.values()), default=0)))
+        with open(path, "w") as f:
+            json.dump({**settings, "seeds": seeds, **extra, "results": runs}, f, indent=1)
 
 
 def limit_threads(threads: int) -> str:

@@ -61,6 +61,8 @@ from bench_common import (  # noqa: E402
     chosen_methods,
     limit_threads,
     load_average,
+    resumed_runs,
+    save_runs,
     spread,
 )
 from nuclei import (  # noqa: E402
@@ -91,27 +93,16 @@ def instance_rule(overlap: str, grow: float) -> str:
     return f"overlaps to the {overlap}, boxes grown {grow:g} per side"
 
 
+def settings(args, rule: str) -> dict:
+    """What a `--json` file records and `--resume` checks."""
+    return {"epochs": args.epochs, "drop_masks": args.drop_masks, "instance_rule": rule,
+            "seg_stride": args.seg_stride, "batch_size": args.batch_size}
+
+
 def resumed(args, rule: str) -> dict:
     """The runs of `args.json` with `--resume` (checked to match), else {}."""
-    if not (args.resume and args.json and Path(args.json).is_file()):
-        return {}
-    with open(args.json) as f:
-        saved = json.load(f)
-    names = ["epochs", "drop_masks", "instance_rule", "seg_stride", "batch_size"]
-    asked = [args.epochs, args.drop_masks, rule, args.seg_stride, args.batch_size]
-    kept = [saved.get(k, OLD_RULE if k == "instance_rule" else None) for k in names]
-    unrecorded = [k for k, v in zip(names, kept) if v is None]
-    if unrecorded:  # files written before these keys
-        print(f"--resume: {args.json} does not record {', '.join(unrecorded)}: "
-              "not checked")
-    differ = [f"{k} {v!r} (asked: {a!r})" for k, v, a in zip(names, kept, asked)
-              if v is not None and v != a]
-    if differ:
-        raise ValueError(
-            f"--resume: {args.json} holds runs of other settings: {'; '.join(differ)}. "
-            "Pass the same settings, or another --json file.")
-    print(f"resumed: {', '.join(f'{k} x{len(v)}' for k, v in saved['results'].items())}")
-    return saved["results"]
+    return resumed_runs(args.json, args.resume, settings(args, rule),
+                        defaults={"instance_rule": OLD_RULE})
 
 
 def drop_masks(data, rate: float, seed: int):
@@ -224,13 +215,7 @@ def main(argv=None) -> int:
         return result
 
     def save():  # after every model, so a long run that is stopped keeps its results
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"epochs": args.epochs, "drop_masks": args.drop_masks,
-                           "seeds": list(range(max(len(r) for r in runs.values()))),
-                           "dev_images": len(dev.images),
-                           "instance_rule": rule, "seg_stride": args.seg_stride,
-                           "batch_size": args.batch_size, "results": runs}, f, indent=1)
+        save_runs(args.json, settings(args, rule), runs, dev_images=len(dev.images))
 
     runs = resumed(args, rule)
     for task in (DETECTION, SEGMENTATION):

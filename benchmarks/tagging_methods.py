@@ -28,6 +28,9 @@ Usage:
     python benchmarks/tagging_methods.py --seeds 3             # mean and spread over 3 seeds
     python benchmarks/tagging_methods.py --epochs 4 --methods equal,pcgrad
     python benchmarks/tagging_methods.py --quick               # synthetic corpus, tiny model, seconds
+    python benchmarks/tagging_methods.py --json runs.json --resume --methods cagrad
+                                           # adds CAGrad to the models runs.json holds
+    python benchmarks/tagging_methods.py --report runs.json    # the table of a (stopped) run
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from bench_common import (  # noqa: E402
     chosen_methods,
     limit_threads,
     load_average,
+    resumed_runs,
+    save_runs,
     spread,
 )
 
@@ -126,8 +131,19 @@ def main(argv=None) -> int:
     parser.add_argument("--drop-ner", type=float, default=0.3,
                         help="share of training sentences whose NER labels are removed")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model")
-    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--json", default=None,
+                        help="also write the results here (after every model)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models already in the --json file (same data, epochs "
+                        "and --drop-ner) and train only the missing ones")
+    parser.add_argument("--report", default=None, metavar="JSON",
+                        help="print the table of a --json file (also of a stopped run)")
     args = parser.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        print_table(saved["results"], saved["epochs"])
+        return 0
     print(limit_threads(args.threads))
     methods = chosen_methods(args, METHODS)
     factories = {m: weighting_spec.weighting_factory(m) for m in methods}  # checks early
@@ -149,20 +165,28 @@ def main(argv=None) -> int:
           f"on {labelled} of {total} training sentences (--drop-ner {args.drop_ner:g})")
     by_name = {t.name: t for t in data.tasks}
 
-    runs = {}  # label -> one result per seed
+    settings = {"epochs": args.epochs, "drop_ner": args.drop_ner, "data": spec}
+    runs = resumed_runs(args.json, args.resume, settings)  # label -> one result per seed
+
+    def save():  # after every model, so a long run that is stopped keeps its results
+        save_runs(args.json, settings, runs)
+
     for task in ("pos", "ner"):
-        runs[f"{task} only"] = [train_one(data, [by_name[task]], None, args.epochs,
-                                          model_kwargs, seed) for seed in seeds]
+        label = f"{task} only"
+        runs.setdefault(label, [])
+        for seed in seeds[len(runs[label]):]:
+            runs[label].append(train_one(data, [by_name[task]], None, args.epochs,
+                                         model_kwargs, seed))
+            save()
         print(f"  {task} only: " + ", ".join(
-            f"{r['curves'][task][-1]:.4f}" for r in runs[f"{task} only"]), flush=True)
+            f"{r['curves'][task][-1]:.4f}" for r in runs[label]), flush=True)
     for method in methods:
-        runs[method] = []
-        for seed in seeds:
+        runs.setdefault(method, [])
+        for seed in seeds[len(runs[method]):]:
             result = train_one(data, data.tasks, factories[method], args.epochs,
                                model_kwargs, seed)
             # Against the single-task models of the same seed.
-            single = {t: runs[f"{t} only"][len(runs[method])]["curves"][t][-1]
-                      for t in ("pos", "ner")}
+            single = {t: runs[f"{t} only"][seed]["curves"][t][-1] for t in ("pos", "ner")}
             last = {t: result["curves"][t][-1] for t in ("pos", "ner")}
             try:
                 result["delta_m"] = mtl.evaluation.delta_m(last, single,
@@ -171,15 +195,23 @@ def main(argv=None) -> int:
                 print(f"  {method}: no Δm ({error})")
                 result["delta_m"] = None
             runs[method].append(result)
+            save()
             print(f"  {method} (seed {seed}): UPOS {last['pos']:.4f}, NER F1 "
                   f"{last['ner']:.4f}", flush=True)
+    print_table(runs, args.epochs)
+    print(f"load average at the end: {load_average()}")
+    return 0
 
-    print(f"\ndev, after epoch {args.epochs} (UPOS accuracy / NER entity F1 in %; Δm "
+
+def print_table(runs: dict, epochs: int) -> None:
+    """The Δm table and the learning curves of `runs` (label -> one result per seed)."""
+    num_seeds = max(len(r) for r in runs.values())
+    print(f"\ndev, after epoch {epochs} (UPOS accuracy / NER entity F1 in %; Δm "
           "against the single-task models of the same seed"
-          + (f"; mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "")
+          + (f"; mean ± sample std over up to {num_seeds} seeds" if num_seeds > 1 else "")
           + "):\n")
-    print("| model | UPOS | NER F1 | Δm | s/epoch |")
-    print("|---|---|---|---|---|")
+    print("| model | seeds | UPOS | NER F1 | Δm | s/epoch |")
+    print("|---|---|---|---|---|---|")
     for label, results in runs.items():
         pos = spread([100 * r["curves"]["pos"][-1] for r in results if "pos" in r["curves"]])
         ner = spread([100 * r["curves"]["ner"][-1] for r in results if "ner" in r["curves"]])
@@ -187,19 +219,13 @@ def main(argv=None) -> int:
         dm = ("–" if "–" in deltas else "n/a" if None in deltas
               else spread([100 * d for d in deltas], signed=True) + "%")
         seconds = np.mean([r["seconds_per_epoch"] for r in results])
-        print(f"| {label} | {pos} | {ner} | {dm} | {seconds:.0f} |")
+        print(f"| {label} | {len(results)} | {pos} | {ner} | {dm} | {seconds:.0f} |")
     print("\nlearning curves (dev, per epoch):")
     for label, results in runs.items():
-        for seed, result in zip(seeds, results):
+        for seed, result in enumerate(results):
             for task, curve in result["curves"].items():
                 print(f"  {label:45s} seed {seed} {task}: "
                       + " ".join(f"{100 * v:.1f}" for v in curve))
-    print(f"load average at the end: {load_average()}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"epochs": args.epochs, "drop_ner": args.drop_ner, "seeds": seeds,
-                       "results": runs}, f, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

@@ -61,13 +61,26 @@ def test_tagging_speed_quick_prints_the_speed_up_and_checks_the_tags():
 
 
 @pytest.mark.large
-def test_tagging_methods_quick_prints_a_delta_m_row_per_method():
-    out = run_benchmark("tagging_methods.py", "--quick", "--methods", "equal,pcgrad")
-    for label in ("pos only", "ner only"):
-        assert re.search(rf"^\| {label} \| .* \| – \| \d+ \|$", out, re.M), out
-    for method in ("equal", "pcgrad"):
-        assert re.search(rf"^\| {method} \| \d+\.\d\d \| \d+\.\d\d \| [+-]\d+\.\d\d% \| \d+ \|$",
-                         out, re.M), out
+def test_tagging_methods_quick_prints_a_delta_m_row_per_method(tmp_path):
+    runs = str(tmp_path / "runs.json")
+    out = run_benchmark("tagging_methods.py", "--quick", "--methods", "equal", "--json", runs)
+    assert "resumed" not in out, out
+    # A second run keeps the file's models and trains only the new method.
+    out = run_benchmark("tagging_methods.py", "--quick", "--methods", "equal,pcgrad",
+                        "--json", runs, "--resume")
+    assert re.search(r"^resumed: pos only x1, ner only x1, equal x1$", out, re.M), out
+    assert "equal (seed 0)" not in out and "pcgrad (seed 0)" in out, out
+    report = run_benchmark("tagging_methods.py", "--report", runs)
+    for text in (out, report):
+        for label in ("pos only", "ner only"):
+            assert re.search(rf"^\| {label} \| 1 \| .* \| – \| \d+ \|$", text, re.M), text
+        for method in ("equal", "pcgrad"):
+            assert re.search(rf"^\| {method} \| 1 \| \d+\.\d\d \| \d+\.\d\d \| "
+                             r"[+-]\d+\.\d\d% \| \d+ \|$", text, re.M), text
+    # Other settings are refused, not mixed in.
+    with pytest.raises(AssertionError, match="epochs 2 \\(asked: 1\\)"):
+        run_benchmark("tagging_methods.py", "--quick", "--epochs", "1", "--json", runs,
+                      "--resume")
 
 
 @pytest.mark.large
