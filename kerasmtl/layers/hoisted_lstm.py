@@ -28,7 +28,8 @@ computation: TensorFlow backend, no GPU (there `LSTM`'s cuDNN path runs),
 the inputs or the recurrent state, not unrolled. Elsewhere it is `LSTM`.
 
 Masks must be padding at the end of each sequence (`True...True
-False...False`), as for cuDNN; a mask with a gap raises an error saying so.
+False...False`), as for cuDNN; a mask with a gap raises an error saying so
+(XLA drops run-time asserts: under `jit_compile` it is not checked).
 Outputs at padded positions are zero (Keras's loop repeats the last output
 there; a masked consumer ignores both).
 """
