@@ -48,6 +48,7 @@ from kerasmtl.model_inputs import (
     shuffled_by_caller,
     strings_as_tensors,
 )
+from kerasmtl.model_serving import ServingOutputsMixin
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
@@ -59,6 +60,7 @@ class MultiTaskModel(
     LabelChecksMixin,
     CompileMixin,
     FlipAveragingMixin,
+    ServingOutputsMixin,
     keras.Model,
 ):
     """A functional model whose outputs are a dict keyed by task name.
@@ -350,34 +352,6 @@ class MultiTaskModel(
         else:
             warnings.warn("The model does not have any trainable weights.", stacklevel=2)
         return self.train_step_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    # -- serving --------------------------------------------------------------
-
-    def postprocess(self, outputs: dict) -> dict:
-        """Each task's serving post-processing of `outputs` (e.g. argmax ids)."""
-        result = {}
-        for task in self._tasks:
-            result.update(task.postprocess(outputs[task.name]))
-        return result
-
-    def serving_outputs(self, outputs: dict, geometry=None) -> dict:
-        """What an exported signature returns: each task's `serving_outputs`
-        (its raw output under `raw_output_name` plus `postprocess`), mapped
-        back to the request's image by `geometry` (a
-        `kerasmtl.preprocessors.ImageGeometry`, or None for no image input)."""
-        raw_names = {task.raw_output_name for task in self._tasks}
-        result = {}
-        for task in self._tasks:
-            for key, value in task.serving_outputs(outputs[task.name], geometry).items():
-                if key in result:
-                    what = ("both a raw output and a post-processing output"
-                            if key in raw_names else "an output of two tasks")
-                    raise ValueError(
-                        f"Serving output '{key}' of model '{self.name}' is {what}; "
-                        "rename the task."
-                    )
-                result[key] = value
-        return result
 
     # -- config ---------------------------------------------------------------
 
