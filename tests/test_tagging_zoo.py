@@ -14,7 +14,7 @@ import kerasmtl as mtl
 import zoo
 from harness import assert_finite_logs
 from kerasmtl.data import text as tagging_data
-from kerasmtl.layers.text import CharacterEncoder, WordDropout
+from kerasmtl.layers.text import WORD_SHAPES, CharacterEncoder, WordDropout, WordShape
 from zoo.training import load_training_data
 
 SIZES = {
@@ -329,6 +329,52 @@ def test_word_dropout_replaces_known_words_in_training_only(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("word_dropout").rate == 0.1
+
+
+def _python_word_shape(token):
+    # Reimers and Gurevych's casing rule, with str methods (the reference).
+    if not token:
+        return "padding"
+    digits = sum(c.isdigit() for c in token)
+    if token.isdigit():
+        return "numeric"
+    if digits / len(token) > 0.5:
+        return "mainly_numeric"
+    if token.islower():
+        return "all_lower"
+    if token.isupper():
+        return "all_upper"
+    if token[0].isupper():
+        return "initial_upper"
+    if digits:
+        return "contains_digit"
+    return "other"
+
+
+def test_word_shape_matches_python_casing_rules_in_graph_and_saved_model(tmp_path):
+    tokens = ["", "Paris", "paris", "PARIS", "1999", "12:30", "A4", "x1y2z",
+              "McDonald", "iPhone", "3Com", ",", "--", "Zoë", "ÉTÉ", "été", "e.g.",
+              "U.S.", "١٢٣", "$5", "D'Arcy"]
+    expected = [_python_word_shape(t) for t in tokens]
+    layer = WordShape()
+    got = layer(tf.constant([tokens])).numpy()[0]
+    assert [WORD_SHAPES[i] for i in got] == expected
+    assert layer(tf.constant([tokens])).dtype == tf.int32
+
+    # in a zoo tagger, saved (.keras) and exported: the same features
+    model = zoo.create_model("pos_ner_bilstm_crf", word_dim=8, char_filters=4,
+                             lstm_units=4, casing_dim=3)
+    assert model.get_layer("casing_embedding").output_dim == 3
+    assert model.get_layer("token_features").output.shape[-1] == 8 + 4 + 3
+    batch = padded([SENTENCE, SHORT])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(batch)["ner"].numpy(), model(batch)["ner"].numpy(),
+                               atol=1e-6)
+    path = mtl.export.export_saved_model(model, str(tmp_path / "export"))
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    np.testing.assert_allclose(serve(**batch)["ner"].numpy(), model(batch)["ner"].numpy(),
+                               atol=1e-5)
 
 
 def test_numpy_string_arrays_are_taken_by_fit_evaluate_and_predict():

@@ -20,7 +20,13 @@ import tensorflow as tf
 
 import kerasmtl as mtl
 from kerasmtl.data import text as tagging_data
-from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
+from kerasmtl.layers.text import (
+    WORD_SHAPES,
+    CharacterEncoder,
+    Lowercase,
+    WordDropout,
+    WordShape,
+)
 from zoo.registry import register_model
 from zoo.training_settings import TrainingData, cosine_adam
 
@@ -44,9 +50,9 @@ def _tasks(pos_tags, ner_tags, ner_crf: bool) -> list[mtl.tasks.Task]:
 
 
 def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                    char_filters, dropout, word_dropout=0.0):
-    """Word embedding (lowercased lookup) ++ character CNN; carries the
-    padding mask (index 0 = `""`)."""
+                    char_filters, dropout, word_dropout=0.0, casing_dim=0):
+    """Word embedding (lowercased lookup) ++ character CNN (++ casing
+    embedding when `casing_dim`); carries the padding mask (index 0 = `""`)."""
     words = tagging_data.string_lookup(vocabulary, name="word_lookup")(
         Lowercase(name="lowercase")(tokens))
     if word_dropout:
@@ -55,19 +61,25 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
                                    name="word_embedding")(words)
     chars = CharacterEncoder(char_vocabulary, embedding_dim=char_dim,
                              filters=char_filters, name="char_cnn")(tokens)
-    x = keras.layers.Concatenate(name="token_features")([words, chars])
+    features = [words, chars]
+    if casing_dim:
+        features.append(keras.layers.Embedding(len(WORD_SHAPES), casing_dim,
+                                               name="casing_embedding")(
+            WordShape(name="word_shape")(tokens)))
+    x = keras.layers.Concatenate(name="token_features")(features)
     return keras.layers.Dropout(dropout, name="token_dropout")(x)
 
 
 def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_crf,
-                  word_dim, char_dim, char_filters, dropout, word_dropout=0.0):
+                  word_dim, char_dim, char_filters, dropout, word_dropout=0.0,
+                  casing_dim=0):
     """The part both taggers share: `(tokens input, token features, tasks)`."""
     vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
         vocabulary, char_vocabulary, pos_tags, ner_tags)
     tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
     tokens = keras.Input((None,), dtype="string", name="tokens")
     x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                        char_filters, dropout, word_dropout)
+                        char_filters, dropout, word_dropout, casing_dim)
     return tokens, x, tasks
 
 
@@ -178,6 +190,7 @@ def pos_ner_bilstm_crf(
     lstm_layers: int = 1,
     dropout: float = 0.25,
     word_dropout: float = 0.0,
+    casing_dim: int = 0,
     ner_crf: bool = True,
     weighting: mtl.weighting.LossWeighting | None = None,
 ) -> mtl.MultiTaskModel:
@@ -202,6 +215,11 @@ def pos_ner_bilstm_crf(
             Defaults to `0.25`.
         word_dropout: float. Share of known words replaced by the OOV word
             in training (`kerasmtl.layers.WordDropout`). Defaults to `0.0`.
+        casing_dim: int. Size of an embedding of each token's casing class
+            (`kerasmtl.layers.WordShape`: all lower, initial upper, numeric,
+            ...), concatenated to the token features; `0` for none (the
+            lowercased word lookup then leaves casing to the character CNN).
+            Defaults to `0`.
         ner_crf: bool. CRF (Viterbi) NER head, else per-token softmax.
             Defaults to `True`.
         weighting: loss weighting. Defaults to `Equal()`.
@@ -215,7 +233,7 @@ def pos_ner_bilstm_crf(
     """
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
-                                     dropout, word_dropout)
+                                     dropout, word_dropout, casing_dim)
     for i in range(lstm_layers):
         x = keras.layers.Bidirectional(
             # Keras's LSTM with the input projection out of the time loop and
@@ -245,19 +263,20 @@ def pos_ner_transformer(
     max_length: int = 256,
     dropout: float = 0.1,
     word_dropout: float = 0.0,
+    casing_dim: int = 0,
     ner_crf: bool = True,
     weighting: mtl.weighting.LossWeighting | None = None,
 ) -> mtl.MultiTaskModel:
     """Joint POS + NER tagger with a small Transformer encoder trunk.
 
     Token features as in `pos_ner_bilstm_crf` (width `word_dim +
-    char_filters`) plus learned position embeddings, then `num_layers`
+    char_filters + casing_dim`) plus learned position embeddings, then `num_layers`
     post-norm `TransformerEncoderBlock`s (self-attention that ignores
     padding, feed-forward).
 
     Args:
         vocabulary, pos_tags, ner_tags, char_vocabulary, tasks, word_dim,
-            char_dim, char_filters, word_dropout, ner_crf, weighting: as for
+            char_dim, char_filters, word_dropout, casing_dim, ner_crf, weighting: as for
             `pos_ner_bilstm_crf`.
         num_layers: int. Encoder blocks. Defaults to `2`.
         num_heads: int. Attention heads. Defaults to `4`.
@@ -274,15 +293,15 @@ def pos_ner_transformer(
     ...              num_heads=2, ff_dim=8).task_names
     ['pos', 'ner']
     """
-    width = word_dim + char_filters
+    width = word_dim + char_filters + casing_dim
     if width % num_heads:
         raise ValueError(
-            f"word_dim + char_filters ({width}) must be divisible by num_heads "
+            f"word_dim + char_filters + casing_dim ({width}) must be divisible by num_heads "
             f"({num_heads}) for the Transformer trunk."
         )
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
-                                     dropout, word_dropout)
+                                     dropout, word_dropout, casing_dim)
     x = mtl.layers.PositionEmbedding(max_length, name="position_embedding")(x)
     for i in range(num_layers):
         x = mtl.layers.TransformerEncoderBlock(num_heads, ff_dim, dropout,

@@ -12,7 +12,7 @@ from kerasmtl.layers.instance_masks import instance_id_map
 from kerasmtl.layers.multilabel_heads import LabelAttentionHead, MultiLabelOutput
 from kerasmtl.layers.position_embedding import PositionEmbedding
 from kerasmtl.layers.task_attention import TaskAttention
-from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout
+from kerasmtl.layers.text import CharacterEncoder, Lowercase, WordDropout, WordShape
 from kerasmtl.layers.transformer_encoder import TransformerEncoderBlock
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "LabelAttentionHead",
     "Lowercase",
     "WordDropout",
+    "WordShape",
     "MultiLabelOutput",
     "PositionEmbedding",
     "TaskAttention",

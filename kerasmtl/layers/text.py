@@ -1,4 +1,4 @@
-"""Text layers for token-string inputs: lowercasing and a character CNN.
+"""Text layers for token-string inputs: lowercasing, word shapes and a character CNN.
 
 Zoo tagging models take raw token strings (`[batch, time]`, padded with `""`)
 so that an exported SavedModel needs no vocabulary file on the client. These
@@ -37,6 +37,67 @@ class Lowercase(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+# Casing classes of `WordShape`, in id order (Reimers and Gurevych, 2017).
+WORD_SHAPES = ("padding", "numeric", "mainly_numeric", "all_lower", "all_upper",
+               "initial_upper", "contains_digit", "other")
+
+
+@keras.saving.register_keras_serializable(package="kerasmtl")
+class WordShape(keras.layers.Layer):
+    """Token strings -> casing class ids (`WORD_SHAPES`), int32 `[batch, time]`.
+
+    The casing a lowercased word lookup loses, as one small categorical
+    feature per token (Reimers and Gurevych, "Reporting Score Distributions
+    Makes a Difference", EMNLP 2017; Collobert et al., 2011): `""` ->
+    `padding` (0); only digits -> `numeric`; more than half digits ->
+    `mainly_numeric`; letters, none upper case -> `all_lower`; letters,
+    none lower case -> `all_upper`; an upper-case first character ->
+    `initial_upper`; any digit -> `contains_digit`; else `other`
+    (punctuation). Unicode-aware (letter case and digits by Unicode class). No
+    weights; embed the ids (e.g. `keras.layers.Embedding(len(WORD_SHAPES), 8)`).
+
+    Examples:
+
+    >>> tokens = tf.constant([["Ann", "NASA", "été", "1999", "A4", "x1y2z", ",", ""]])
+    >>> ids = WordShape()(tokens).numpy()[0].tolist()
+    >>> [WORD_SHAPES[i] for i in ids]  # doctest: +NORMALIZE_WHITESPACE
+    ['initial_upper', 'all_upper', 'all_lower', 'numeric', 'all_upper',
+     'all_lower', 'other', 'padding']
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        match = tf.strings.regex_full_match
+        length = tf.strings.length(inputs, unit="UTF8_CHAR")
+        digits = tf.strings.length(tf.strings.regex_replace(inputs, r"[^\p{N}]", ""),
+                                   unit="UTF8_CHAR")
+        has_upper = match(inputs, r".*\p{Lu}.*")
+        has_lower = match(inputs, r".*\p{Ll}.*")
+        # First matching rule wins, in this order.
+        rules = [
+            (length == 0, 0),
+            ((digits == length), 1),
+            (2 * digits > length, 2),
+            (has_lower & ~has_upper, 3),
+            (has_upper & ~has_lower, 4),
+            (match(inputs, r"\p{Lu}.*"), 5),
+            (digits > 0, 6),
+        ]
+        ids = tf.fill(tf.shape(inputs), 7)
+        for condition, value in reversed(rules):
+            ids = tf.where(condition, value, ids)
+        return ids
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype="int32")
 
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
