@@ -7,7 +7,9 @@ configuration: what the zoo tagger was before the speed work (`BASELINE`
 layer settings switched back in a copy of the model config, Keras's `LSTM`
 for the recipe's `HoistedLSTM`, task metrics
 computed in every train step, the earlier length buckets
-`BASELINE_BUCKETS`). Both train on the same training sentences, each batched
+`BASELINE_BUCKETS`). Both use Equal loss weighting, not the recipe's
+weighting: this measures the model and pipeline, not a gradient
+balancer's extra backward passes (`benchmarks/balancers.py` does). Both train on the same training sentences, each batched
 by its own length buckets, in shuffled rounds of one pass each; the script
 prints each configuration's median seconds per pass, sentences per second
 and the speed-up, and checks that both give the same tags on the dev

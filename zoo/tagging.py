@@ -161,8 +161,9 @@ def _training_data(spec: str, *, batch_size: int, seed: int) -> TrainingData:
 # word dropout 0.25 and the NER loss weighted 2 (each alone +1.2 / +1.5 NER
 # F1): dev UPOS 94.5 -> 94.3, NER F1 67.0 -> 69.4 (25 epochs, last epoch);
 # then DB-MTL (Lin et al., 2023) instead of the static 2x: NER F1 69.4 ->
-# 70.8, UPOS 94.3 -> 94.2 (the one method ahead of single-task models in
-# both of our Δm tables, benchmarks/README.md).
+# 70.8, UPOS 94.3 -> 94.2 (among the methods furthest ahead of single-task
+# models in both of our Δm tables, benchmarks/README.md). Parameter mode:
+# two backward passes, ~1.5x the static weighting's epoch (card).
 BILSTM_RECIPE = {
     "epochs": 25,
     "batch_size": 32,
