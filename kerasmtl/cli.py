@@ -286,6 +286,19 @@ def _zoo_presets(args) -> int:
     return 0
 
 
+def _zoo_save_preset(args) -> int:
+    import zoo
+
+    if not os.path.isfile(args.model_file):
+        raise ValueError(f"No model file '{args.model_file}': pass the .keras file "
+                         "`kerasmtl train ... --save FILE` wrote.")
+    directory = zoo.save_trained_preset(
+        args.model, args.model_file, args.directory, args.data, seed=args.seed,
+        dev_fraction=args.dev_fraction, command=args.trained_by, notes=args.notes)
+    print(f"saved preset: {directory}")
+    return 0
+
+
 def _zoo_card(args) -> int:
     import zoo
 
@@ -311,6 +324,7 @@ _HANDLERS = {
     "zoo list": _zoo_list,
     "zoo card": _zoo_card,
     "zoo presets": _zoo_presets,
+    "zoo save-preset": _zoo_save_preset,
 }
 
 

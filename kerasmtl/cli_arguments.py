@@ -231,6 +231,27 @@ def build_parser(handlers: dict | None = None) -> argparse.ArgumentParser:
     zoo_presets = zoo_commands.add_parser(
         "presets", help="list the trained presets shipped with the zoo")
     zoo_presets.set_defaults(handler=handlers.get("zoo presets"))
+    zoo_save = zoo_commands.add_parser(
+        "save-preset", help="write a trained .keras file as a preset directory",
+        description="Writes MODEL_FILE (a zoo model trained with `kerasmtl train "
+        "... --save`) as the preset DIR: model.keras without optimizer state and "
+        "preset.json with the dev figures on the data's dev split (drawn as "
+        "`kerasmtl train` draws it, with the same --seed and --dev-fraction), "
+        "COMMAND and an example. A preset already in DIR is replaced and its "
+        "figures go to the card's history, compared task by task.")
+    zoo_save.add_argument("model", help="zoo model name the file was trained as")
+    zoo_save.add_argument("model_file", help="the trained model (.keras)")
+    zoo_save.add_argument("directory", metavar="DIR", help="the preset directory")
+    zoo_save.add_argument("--data", required=True, metavar="SPEC",
+                          help="the data it was trained on, as given to `kerasmtl train`")
+    zoo_save.add_argument("--command", required=True, dest="trained_by", metavar="COMMAND",
+                          help="the exact command that trained MODEL_FILE (for the card)")
+    zoo_save.add_argument("--seed", type=int, default=0,
+                          help="the training run's --seed (default: %(default)s)")
+    zoo_save.add_argument("--dev-fraction", type=_fraction, default=None, metavar="F",
+                          help="the training run's --dev-fraction (default: the recipe's)")
+    zoo_save.add_argument("--notes", default=None, help="a line for the card")
+    zoo_save.set_defaults(handler=handlers.get("zoo save-preset"))
     return parser
 
 

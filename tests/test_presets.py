@@ -18,7 +18,7 @@ import pytest
 
 import zoo
 from kerasmtl import cli
-from zoo import fine_tuning, preset_loader, registry, training
+from zoo import fine_tuning, preset_loader, preset_writer, registry, training
 
 LABELS = ["a", "b", "c"]
 
@@ -45,7 +45,7 @@ def write_preset(model, directory, **kwargs):
                "dev_figures": {"labels": {"f1": 0.5, "loss": 0.7}},
                "example_inputs": example_x(), "print_fn": lambda line: None}
     options.update(kwargs)
-    return preset_loader.save_preset(model, directory, **options)
+    return preset_writer.save_preset(model, directory, **options)
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +356,44 @@ def test_cli_save_preset_records_the_command(tmp_path, capsys):
     assert "training: epochs=1 (given)" in capsys.readouterr().out
     assert cli.main(["export", "--preset", str(tmp_path / "p"), str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "1" / "saved_model.pb").is_file()
+
+
+def test_cli_zoo_save_preset_writes_what_save_preset_would_have(tmp_path, capsys):
+    # Train with --save only, decide later: the card written from the file
+    # holds the dev figures and example the run's own --save-preset wrote.
+    assert cli.main(["train", "tabular_mtl_mlp", "--data", "synthetic", "--epochs", "1",
+                     "--batch-size", "4096", "--seed", "3", "--save",
+                     str(tmp_path / "m.keras"), "--export-dir", str(tmp_path / "exp"),
+                     "--save-preset", str(tmp_path / "p")]) == 0
+    command = "kerasmtl train tabular_mtl_mlp --data synthetic --seed 3 --save m.keras"
+    argv = ["zoo", "save-preset", "tabular_mtl_mlp", str(tmp_path / "m.keras"),
+            str(tmp_path / "q"), "--data", "synthetic", "--seed", "3",
+            "--command", command, "--notes", "written later"]
+    assert cli.main(argv) == 0
+    assert f"saved preset: {tmp_path / 'q'}" in capsys.readouterr().out
+    direct = json.loads((tmp_path / "p" / "preset.json").read_text())
+    later = json.loads((tmp_path / "q" / "preset.json").read_text())
+    assert later["command"] == command and later["notes"] == "written later"
+    assert later["zoo_model"] == "tabular_mtl_mlp" and later["data"] == direct["data"]
+    for task, metrics in direct["dev_figures"].items():
+        for metric, value in metrics.items():
+            assert later["dev_figures"][task][metric] == pytest.approx(value, rel=1e-5,
+                                                                       abs=1e-6)
+    assert later["example"]["inputs"] == direct["example"]["inputs"]
+    outputs = zoo.load_preset(tmp_path / "q").predict(
+        preset_loader.example_inputs(later), verbose=0)
+    expected = preset_loader.example_outputs(direct)
+    assert sorted(outputs) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(outputs[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_cli_zoo_save_preset_refuses_a_missing_file(tmp_path, capsys):
+    assert cli.main(["zoo", "save-preset", "tabular_mtl_mlp", str(tmp_path / "none.keras"),
+                     str(tmp_path / "q"), "--data", "synthetic", "--command", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "No model file" in err and "none.keras" in err and "--save FILE" in err
+    assert not (tmp_path / "q").exists()
 
 
 # -- shipped presets -------------------------------------------------------------------

@@ -196,12 +196,12 @@ def test_export_command_serves_instances_with_the_chosen_rule(tmp_path, capsys):
 
 def test_export_of_a_preset_takes_the_instance_rule_from_its_card(tmp_path, capsys):
     from kerasmtl import cli
-    from zoo import preset_loader
+    from zoo import preset_writer
 
     recipe = zoo.registry.get_entry("det_seg_resnet_fpn").recipe
     assert recipe["export"] == {"instance_min_score": 0.3, "instance_overlap": "centre",
                                 "instance_grow": 0.25}
-    preset = preset_loader.save_preset(
+    preset = preset_writer.save_preset(
         _overlapping_boxes_model(), tmp_path / "p", zoo_model="det_seg_resnet_fpn",
         data="test", command="test", dev_figures={}, print_fn=lambda *a: None)
     assert zoo.get_preset(preset).export_settings == recipe["export"]

@@ -15,8 +15,8 @@ from zoo.preset_loader import (
     list_presets,
     load_preset,
     preset_card,
-    save_preset,
 )
+from zoo.preset_writer import save_preset, save_trained_preset
 from zoo.registry import create_model, list_models, model_card, register_model
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "preset_card",
     "register_model",
     "save_preset",
+    "save_trained_preset",
 ]

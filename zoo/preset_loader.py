@@ -33,7 +33,6 @@ zoo.save_preset(model, "my_preset", zoo_model="multilabel_mlp", data="yeast",
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import urllib.parse
@@ -48,14 +47,12 @@ from zoo.preset_files import (
     download,
     expected_hash,
     extract,
-    file_sha256,
+    file_sha256,  # noqa: F401  (re-exported: a preset's hash, as its card records it)
     split_hash_fragment,
-    write_deflated,
 )
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Examples bigger than this (an image) are left off the card: it stays readable.
-_MAX_EXAMPLE_CHARS = 64_000
 
 
 @dataclass(frozen=True)
@@ -176,7 +173,7 @@ def _open_local(path: Path, *, sha256: str | None, source: str,
         check_hash(path, sha256, what="preset file")
     if path.suffix == ".keras":
         card_path = path.with_suffix(".json")
-        card = _read_card(card_path) if card_path.is_file() else {}
+        card = read_card(card_path) if card_path.is_file() else {}
         if card:
             check_hash(path, card.get("sha256"), what="model file", card=card_path)
         return Preset(card.get("preset", path.stem), None, path, card)
@@ -198,12 +195,12 @@ def _open_directory(directory: Path, source: str) -> Preset:
                 f"directory holds {MODEL_FILE} and {CARD_FILE}; write one with "
                 "zoo.save_preset or `kerasmtl train ... --save-preset DIR`."
             )
-    card = _read_card(card_path)
+    card = read_card(card_path)
     check_hash(model_path, card.get("sha256"), what="model file", card=card_path)
     return Preset(card.get("preset", directory.name), directory, model_path, card)
 
 
-def _read_card(path: Path) -> dict:
+def read_card(path: Path) -> dict:
     try:
         card = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -211,171 +208,6 @@ def _read_card(path: Path) -> dict:
     if not isinstance(card, dict):
         raise ValueError(f"The preset card '{path}' must hold a JSON object.")
     return card
-
-
-# -- saving ---------------------------------------------------------------------
-
-
-def save_preset(
-    model,
-    directory: str | os.PathLike,
-    *,
-    zoo_model: str,
-    data: str,
-    command: str,
-    dev_figures: dict,
-    preset_name: str | None = None,
-    example_inputs=None,
-    notes: str | None = None,
-    readme: str | None = None,
-    print_fn=print,
-) -> Path:
-    """Writes a trained model as a preset directory.
-
-    Args:
-        model: the trained zoo model (a `MultiTaskModel`).
-        directory: str. The preset directory; created if needed. A preset
-            already there is replaced and its dev figures go to the new
-            card's `history`.
-        zoo_model: str. The registered zoo model the model was built by.
-        data: str. The data set it was trained on (e.g. `"MULAN yeast"`).
-        command: str. The exact command that trained it.
-        dev_figures: dict. `{task: {metric: value}}` on the dev set (as
-            `kerasmtl.evaluation.task_report` gives).
-        preset_name: str or None. Defaults to the directory's name.
-        example_inputs: array, dict of arrays or None. A few raw inputs the
-            model takes; saved on the card with the model's outputs on them,
-            so that a loaded preset can be checked. Defaults to `None`.
-        notes: str or None. A line for the card (e.g. weight precision).
-        readme: str or None. Written as README.md beside the card.
-        print_fn: where the comparison with the replaced preset goes.
-
-    Returns:
-        The directory's path.
-    """
-    import kerasmtl
-    from zoo.registry import get_entry
-
-    get_entry(zoo_model)  # a clear error for an unknown name
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = preset_name or directory.name
-    old_card_path = directory / CARD_FILE
-    old = _read_card(old_card_path) if old_card_path.is_file() else None
-
-    model_path = directory / MODEL_FILE
-    write_deflated(_model_without_optimizer(model), model_path)
-    card = {
-        "preset": name,
-        "zoo_model": zoo_model,
-        "data": data,
-        "command": command,
-        "kerasmtl_version": kerasmtl.__version__,
-        "date": datetime.date.today().isoformat(),
-        "dev_figures": _plain(dev_figures),
-        "headline": _headline(model, dev_figures),
-        "sha256": file_sha256(model_path),
-        "size_bytes": model_path.stat().st_size,
-        "weights_dtype": _weights_dtype(model),
-    }
-    export = get_entry(zoo_model).recipe.get("export")
-    if export:
-        card["export"] = dict(export)
-    if notes:
-        card["notes"] = notes
-    if example_inputs is not None:
-        example = _example(model, example_inputs)
-        if example is not None:
-            card["example"] = example
-    history = list(old.get("history", [])) if old else []
-    if old:
-        history.append({k: old[k] for k in ("date", "kerasmtl_version", "command",
-                                            "dev_figures", "headline", "sha256")
-                        if k in old})
-        _print_comparison(old.get("headline", {}), card["headline"], print_fn)
-    card["history"] = history
-    (directory / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
-    if readme is not None:
-        (directory / "README.md").write_text(readme)
-    return directory
-
-
-def _model_without_optimizer(model):
-    # A preset is for prediction and a fresh fine-tuning run: the optimizer's
-    # slots (Adam keeps two per weight) would triple the file for nothing.
-    if getattr(model, "optimizer", None) is None:
-        return model
-    clone = model.__class__.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _weights_dtype(model) -> str:
-    dtypes = sorted({str(getattr(w.dtype, "name", w.dtype)) for w in model.weights})
-    return ",".join(dtypes)
-
-
-def _headline(model, dev_figures: dict) -> dict:
-    """Each task's primary dev figure: what "improves" means for a preset."""
-    headline = {}
-    for task in getattr(model, "tasks", []):
-        value = dev_figures.get(task.name, {}).get(task.primary_metric)
-        if value is not None:
-            headline[task.name] = {"metric": task.primary_metric, "value": float(value),
-                                   "higher_is_better": bool(task.higher_is_better)}
-    return headline
-
-
-def _print_comparison(old: dict, new: dict, print_fn) -> None:
-    for task_name, figure in new.items():
-        before = old.get(task_name, {}).get("value")
-        if before is None:
-            continue
-        delta = figure["value"] - before
-        better = delta > 0 if figure["higher_is_better"] else delta < 0
-        verdict = ("better than" if better else
-                   "the same as" if delta == 0 else "WORSE than")
-        print_fn(f"preset {task_name} {figure['metric']}: {before:.4f} -> "
-                 f"{figure['value']:.4f} ({verdict} the preset it replaces)")
-
-
-def _plain(value):
-    """`value` with numpy and TF scalars turned into Python ones (for JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    return value
-
-
-def _example(model, inputs) -> dict | None:
-    import numpy as np
-
-    def encode(array):
-        array = np.asarray(array)
-        if array.dtype.kind in "SO":
-            array = np.vectorize(
-                lambda v: v.decode() if isinstance(v, bytes) else str(v),
-                otypes=[str])(array)
-        if array.dtype in (np.float32, np.float16):
-            # The shortest decimal that reads back as the same float32/16
-            # (tolist() would write float64 digits): about half the JSON.
-            return {"dtype": array.dtype.name,
-                    "values": array.astype(str).astype("float64").tolist()}
-        return {"dtype": "str" if array.dtype.kind == "U" else array.dtype.name,
-                "values": array.tolist()}
-
-    outputs = model.predict(inputs, verbose=0)
-    encoded_in = ({k: encode(v) for k, v in inputs.items()} if isinstance(inputs, dict)
-                  else encode(inputs))
-    encoded_out = ({k: encode(v) for k, v in outputs.items()} if isinstance(outputs, dict)
-                   else encode(outputs))
-    example = {"inputs": encoded_in, "outputs": encoded_out}
-    if len(json.dumps(example)) > _MAX_EXAMPLE_CHARS:
-        return None
-    return example
 
 
 def example_inputs(card: dict):

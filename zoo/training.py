@@ -143,24 +143,21 @@ def train_zoo_model(
     stopping = training_callbacks.early_stopping_summary(run_callbacks, settings.epochs)
     if stopping:
         print_fn(stopping)
-    report = _dev_report(name, model, data.dev)
-    print_fn("dev set:")
-    for task_name, metrics in report.items():
-        values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-        print_fn(f"  {task_name:8s} {values}")
+    report = dev_report(name, model, data.dev)
+    print_report(report, print_fn)
     if save_path:
         os.makedirs(os.path.dirname(os.path.abspath(save_path)), exist_ok=True)
         model.save(save_path)
         print_fn(f"saved: {save_path}")
     if save_preset:
-        from zoo.preset_loader import save_preset as write_preset
+        from zoo.preset_writer import save_preset as write_preset
 
         if command is None:
             command = (f"kerasmtl train {name} --data {spec} --epochs {settings.epochs} "
                        f"--batch-size {settings.batch_size} --seed {seed}")
         write_preset(model, save_preset, zoo_model=name, data=f"{spec}: {data.summary}",
                      command=command, dev_figures=report,
-                     example_inputs=_first_rows(data.dev), print_fn=print_fn)
+                     example_inputs=example_rows(data.dev), print_fn=print_fn)
         print_fn(f"saved preset: {save_preset}")
     export_path = None
     if export_dir:
@@ -234,7 +231,7 @@ def _start_from_preset(name: str, preset: str, model, print_fn) -> None:
     transfer_weights(found.load(), model, print_fn=print_fn)
 
 
-def _first_rows(dev, rows: int = 2):
+def example_rows(dev, rows: int = 2):
     """A few dev inputs, kept on a preset's card as its example."""
     x = _split(dev)[0]
     if isinstance(x, tf.data.Dataset):
@@ -243,9 +240,19 @@ def _first_rows(dev, rows: int = 2):
     return tf.nest.map_structure(lambda a: keras.ops.convert_to_numpy(a)[:rows], x)
 
 
-def _dev_report(name: str, model, dev) -> dict:
+def dev_report(name: str, model, dev) -> dict:
+    """`{task: {metric: value}}` of `model` on `dev`: the tasks' own metrics
+    and the zoo entry's data-set metrics (e.g. box mAP)."""
     report = mtl.evaluation.task_report(model, *_split(dev))
     return _add_zoo_metrics(name, model, dev, report)
+
+
+def print_report(report: dict, print_fn=print) -> None:
+    """Prints a `dev_report`, a line per task."""
+    print_fn("dev set:")
+    for task_name, metrics in report.items():
+        values = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        print_fn(f"  {task_name:8s} {values}")
 
 
 def _add_zoo_metrics(name: str, model, dev, report: dict) -> dict:
