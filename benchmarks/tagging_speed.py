@@ -7,9 +7,13 @@ configuration: what the zoo tagger was before the speed work (`BASELINE`
 layer settings switched back in a copy of the model config, Keras's `LSTM`
 for the recipe's `HoistedLSTM`, task metrics
 computed in every train step, the earlier length buckets
-`BASELINE_BUCKETS`). Both use Equal loss weighting, not the recipe's
-weighting: this measures the model and pipeline, not a gradient
-balancer's extra backward passes (`benchmarks/balancers.py` does). Both train on the same training sentences, each batched
+`BASELINE_BUCKETS`). By default both use Equal loss weighting, not the
+recipe's weighting: this measures the model and pipeline, not a gradient
+balancer's extra backward passes (`benchmarks/balancers.py` does);
+`--weighting SPEC` gives the current model that weighting (e.g. the
+recipe's, `--weighting recipe`) while the baseline keeps Equal, which
+measures the recipe as trained against the earlier configuration as it
+was trained. Both train on the same training sentences, each batched
 by its own length buckets, in shuffled rounds of one pass each; the script
 prints each configuration's median seconds per pass, sentences per second
 and the speed-up, and checks that both give the same tags on the dev
@@ -22,6 +26,7 @@ Nothing here asserts a wall-clock number; the load average is printed.
 Usage:
     python benchmarks/tagging_speed.py               # about 5 minutes on 2 CPU cores
     python benchmarks/tagging_speed.py --rounds 3    # shorter
+    python benchmarks/tagging_speed.py --weighting recipe   # the recipe's weighting on the current side
     python benchmarks/tagging_speed.py --quick       # synthetic corpus, tiny model, seconds
 """
 
@@ -61,10 +66,12 @@ BASELINE_BUCKETS = [8, 16, 24, 32, 48, 64]
 def baseline_copy(model: mtl.MultiTaskModel) -> mtl.MultiTaskModel:
     """`model` rebuilt with the `BASELINE` layer settings and its weights."""
     config = model.get_config()
+    config["weighting"] = None  # the baseline trained with Equal weighting
     for layer in config["layers"]:
         layer["config"].update(BASELINE.get(layer["config"]["name"], {}))
     copy = mtl.MultiTaskModel.from_config(_keras_lstm(config))
-    copy.set_weights(model.get_weights())
+    for layer in model.layers:  # layer by layer: a weighting may hold weights too
+        copy.get_layer(layer.name).set_weights(layer.get_weights())
     return copy
 
 
@@ -116,6 +123,9 @@ def main(argv=None) -> int:
                         help="training sentences per pass (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weighting", default=None, metavar="SPEC",
+                        help="the current model's weighting: a --weighting spelling "
+                        "or 'recipe' (default: Equal, as the baseline's)")
     args = parser.parse_args(argv)
     print(limit_threads(args.threads))
 
@@ -128,8 +138,12 @@ def main(argv=None) -> int:
         train = mtl.data.synthetic_tagged_corpus(500, seed=0)
     else:
         train, _ = mtl.data.load_ud_ewt_uner(args.data)
+    spec_ = training_settings(NAME).weighting if args.weighting == "recipe" else args.weighting
+    weighting = None if spec_ is None else mtl.weighting_spec.weighting_factory(spec_)()
+    print(f"current model's weighting: {spec_ or 'equal'}; baseline's: equal")
     keras.utils.set_random_seed(0)
-    model = zoo.create_model(NAME, tasks=data.tasks, **{**sizes, **data.model_kwargs})
+    model = zoo.create_model(NAME, tasks=data.tasks, weighting=weighting,
+                             **{**sizes, **data.model_kwargs})
     baseline = baseline_copy(model)
     models = {"baseline": baseline, "current": model}
     baseline.compile(optimizer=keras.optimizers.Adam(1e-3))
