@@ -13,8 +13,9 @@ stride-2 segmentation) and, in one run:
   batching), the trunk's forward and backward pass, the whole network's
   forward and backward pass (a sum of its outputs as the loss), the
   CenterNet target encoding, the compiled train step (loss, targets,
-  optimizer) of the recipe, of the same model under XLA (`jit_compile=True`)
-  and of the stride-4 model.
+  optimizer) of the recipe, of the same model under XLA (`jit_compile=True`),
+  of the stride-4 model and of the recipe with 32-channel heads
+  (`head_channels=32`, the lever measured for quality in the card).
 
 Times are medians over `--rounds` rounds of `--steps` calls each, in
 milliseconds per batch; ratios are within one run. The load average is
@@ -158,8 +159,11 @@ def main(argv=None) -> int:
     steps_per_epoch = int(data.train.cardinality())  # 27 on DSB-2018 at batch 16
     recipe = build(kwargs, steps_per_epoch)
     plain4 = build(kwargs4, steps_per_epoch)
+    narrow = build({**kwargs, "head_channels": max(kwargs.get("head_channels", 64) // 2, 1)},
+                   steps_per_epoch)
     flops = {"seg_stride=2 (recipe)": forward_flops(recipe, size),
-             "seg_stride=4 (first measured)": forward_flops(plain4, size)}
+             "seg_stride=4 (first measured)": forward_flops(plain4, size),
+             "recipe, head_channels=32": forward_flops(narrow, size)}
     print(f"\nforward GFLOPs of one {size[0]}x{size[1]} image, per part:\n")
     print("| part | " + " | ".join(flops) + " |")
     print("|---|" + "---|" * len(flops))
@@ -216,6 +220,7 @@ def main(argv=None) -> int:
         "train step, recipe (seg_stride=2)": step(recipe),
         "train step, recipe under XLA (jit_compile)": step(jit),
         "train step, seg_stride=4 (first measured)": step(plain4),
+        "train step, recipe with head_channels=32": step(narrow),
     }
     start = time.perf_counter()
     fresh_reader()
@@ -236,7 +241,9 @@ def main(argv=None) -> int:
     print(f"\nrecipe step / XLA step: "
           f"{base / median['train step, recipe under XLA (jit_compile)']:.2f}x; "
           f"recipe step / seg_stride=4 step: "
-          f"{base / median['train step, seg_stride=4 (first measured)']:.2f}x")
+          f"{base / median['train step, seg_stride=4 (first measured)']:.2f}x; "
+          f"recipe step / head_channels=32 step: "
+          f"{base / median['train step, recipe with head_channels=32']:.2f}x")
     print(f"load average at the end: {load_average()}")
     return 0
 
