@@ -1,6 +1,7 @@
 """Metrics: Keras metric classes and plain functions on numpy arrays.
 
-- multi-label (`multilabel`, `multilabel_ranking`): equal to scikit-learn's
+- multi-label (`multilabel`, `multilabel_ranking`,
+  `multilabel_average_precision`): equal to scikit-learn's
   definitions, with unknown (-1) labels skipped per element;
 - sequence labelling (`sequence_labeling`): conlleval entity P/R/F1;
 - segmentation (`segmentation`): confusion matrix and mean IoU with ignored
@@ -28,6 +29,10 @@ from kerasmtl.metrics.multilabel_all import (
     multilabel_keras_metrics,
     multilabel_report,
 )
+from kerasmtl.metrics.multilabel_average_precision import (
+    MacroAveragePrecision,
+    macro_average_precision,
+)
 from kerasmtl.metrics.multilabel_keras import (
     HammingLoss,
     MultiLabelF1Score,
@@ -40,12 +45,10 @@ from kerasmtl.metrics.multilabel_ranking import (
     CoverageError,
     LabelRankingAveragePrecision,
     LabelRankingLoss,
-    MacroAveragePrecision,
     OneError,
     coverage_error,
     label_ranking_average_precision,
     label_ranking_loss,
-    macro_average_precision,
     one_error,
 )
 from kerasmtl.metrics.segmentation import (
