@@ -49,6 +49,7 @@ from kerasmtl.model_inputs import (
     strings_as_tensors,
 )
 from kerasmtl.model_serving import ServingOutputsMixin
+from kerasmtl.model_soft_sharing import SoftSharingMixin, check_soft_sharing
 from kerasmtl.multi_worker import MultiWorkerTrainingMixin
 from kerasmtl.weighting import AutoLambda, Equal, GradientBalancer, LossWeighting
 
@@ -61,6 +62,7 @@ class MultiTaskModel(
     CompileMixin,
     FlipAveragingMixin,
     ServingOutputsMixin,
+    SoftSharingMixin,
     keras.Model,
 ):
     """A functional model whose outputs are a dict keyed by task name.
@@ -151,7 +153,7 @@ class MultiTaskModel(
         if not weighting.built:
             weighting.build({n: () for n in names})
         self.weighting = weighting
-        object.__setattr__(self, "soft_sharing", _check_soft_sharing(self, soft_sharing))
+        object.__setattr__(self, "soft_sharing", check_soft_sharing(self, soft_sharing))
         object.__setattr__(self, "_mtl_metrics", {})
         self._set_shared_features(shared_features)
         object.__setattr__(self, "test_time_flips", check_test_time_flips(test_time_flips))
@@ -253,23 +255,6 @@ class MultiTaskModel(
         skipped = {m.name for group in self._mtl_metrics["task"].values() for m in group}
         return {name: value for name, value in self.get_metrics_result().items()
                 if name not in skipped}
-
-    def soft_sharing_penalty(self):
-        """The soft-sharing L2 penalty (already multiplied by its strength).
-
-        Formula:
-        ```
-        P = penalty * sum_groups sum_params sum_{t<u} ||W_t - W_u||^2
-        ```
-        """
-        total = 0.0
-        for group in self.soft_sharing["groups"]:
-            layers = [self.get_layer(n) for n in group]
-            for weights in zip(*(layer.trainable_weights for layer in layers)):
-                for i in range(len(weights)):
-                    for j in range(i + 1, len(weights)):
-                        total = total + ops.sum(ops.square(weights[i] - weights[j]))
-        return ops.cast(total, "float32") * self.soft_sharing["penalty"]
 
     def _sample_weights_by_task(self, sample_weight):
         if sample_weight is None:
@@ -392,18 +377,3 @@ class _EpochEndWeighting(keras.callbacks.Callback):
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 _EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
-
-
-def _check_soft_sharing(model, soft_sharing):
-    if not soft_sharing:
-        return None
-    penalty = float(soft_sharing.get("penalty", 0.0))
-    if penalty < 0:
-        raise ValueError(
-            f"Invalid soft-sharing penalty {penalty}. Expected a float >= 0."
-        )
-    groups = [list(g) for g in soft_sharing.get("groups", [])]
-    for group in groups:
-        for layer_name in group:
-            model.get_layer(layer_name)  # raises a ValueError naming the layer
-    return {"penalty": penalty, "groups": groups}
