@@ -377,6 +377,29 @@ def test_word_shape_matches_python_casing_rules_in_graph_and_saved_model(tmp_pat
                                atol=1e-5)
 
 
+def test_variational_dropout_drops_the_same_features_at_every_token(tmp_path):
+    model = zoo.create_model("pos_ner_bilstm_crf", word_dim=8, char_filters=4,
+                             lstm_units=4, dropout=0.5, variational_dropout=True,
+                             recurrent_dropout=0.25)
+    for name in ("token_dropout", "bilstm_dropout_0"):
+        assert isinstance(model.get_layer(name), keras.layers.SpatialDropout1D)
+    assert model.get_layer("bilstm_0").forward_layer.recurrent_dropout == 0.25
+    features = model.get_layer("token_features").output
+    dropped = keras.Model(model.inputs, model.get_layer("token_dropout")(features))
+    batch = padded([SENTENCE, SHORT])
+    kept = dropped(batch, training=True).numpy() != 0
+    real = kept[0, :len(SENTENCE)]
+    # One mask per sentence: a feature is dropped at every token or at none.
+    assert np.all(real == real[:1]) and 0 < real[0].sum() < real.shape[1]
+    # Inference is deterministic, and the settings survive saving.
+    np.testing.assert_array_equal(model(batch)["ner"].numpy(), model(batch)["ner"].numpy())
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.get_layer("bilstm_dropout_0"), keras.layers.SpatialDropout1D)
+    np.testing.assert_allclose(loaded(batch)["ner"].numpy(), model(batch)["ner"].numpy(),
+                               atol=1e-6)
+
+
 def test_numpy_string_arrays_are_taken_by_fit_evaluate_and_predict():
     # Keras' array adapter refuses numpy string arrays ("Invalid dtype:
     # str96"); the model turns them into tf.string tensors.

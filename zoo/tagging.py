@@ -49,8 +49,18 @@ def _tasks(pos_tags, ner_tags, ner_crf: bool) -> list[mtl.tasks.Task]:
     ]
 
 
+def _dropout(rate, variational, name):
+    """Dropout over `[batch, time, features]`: a fresh mask per token, or with
+    `variational` one mask per sentence, the same features dropped at every
+    time step (Gal and Ghahramani, 2016; `SpatialDropout1D`)."""
+    if variational:
+        return keras.layers.SpatialDropout1D(rate, name=name)
+    return keras.layers.Dropout(rate, name=name)
+
+
 def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                    char_filters, dropout, word_dropout=0.0, casing_dim=0):
+                    char_filters, dropout, word_dropout=0.0, casing_dim=0,
+                    variational_dropout=False):
     """Word embedding (lowercased lookup) ++ character CNN (++ casing
     embedding when `casing_dim`); carries the padding mask (index 0 = `""`)."""
     words = tagging_data.string_lookup(vocabulary, name="word_lookup")(
@@ -67,19 +77,20 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
                                                name="casing_embedding")(
             WordShape(name="word_shape")(tokens)))
     x = keras.layers.Concatenate(name="token_features")(features)
-    return keras.layers.Dropout(dropout, name="token_dropout")(x)
+    return _dropout(dropout, variational_dropout, "token_dropout")(x)
 
 
 def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_crf,
                   word_dim, char_dim, char_filters, dropout, word_dropout=0.0,
-                  casing_dim=0):
+                  casing_dim=0, variational_dropout=False):
     """The part both taggers share: `(tokens input, token features, tasks)`."""
     vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
         vocabulary, char_vocabulary, pos_tags, ner_tags)
     tasks = list(tasks) if tasks is not None else _tasks(pos_tags, ner_tags, ner_crf)
     tokens = keras.Input((None,), dtype="string", name="tokens")
     x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
-                        char_filters, dropout, word_dropout, casing_dim)
+                        char_filters, dropout, word_dropout, casing_dim,
+                        variational_dropout)
     return tokens, x, tasks
 
 
@@ -202,6 +213,8 @@ def pos_ner_bilstm_crf(
     dropout: float = 0.25,
     word_dropout: float = 0.0,
     casing_dim: int = 0,
+    variational_dropout: bool = False,
+    recurrent_dropout: float = 0.0,
     ner_crf: bool = True,
     weighting: mtl.weighting.LossWeighting | None = None,
 ) -> mtl.MultiTaskModel:
@@ -231,6 +244,13 @@ def pos_ner_bilstm_crf(
             ...), concatenated to the token features; `0` for none (the
             lowercased word lookup then leaves casing to the character CNN).
             Defaults to `0`.
+        variational_dropout: bool. The dropout on the token features and
+            after each BiLSTM layer drops the same features at every time
+            step of a sentence (`SpatialDropout1D`, Gal and Ghahramani,
+            2016) instead of a fresh mask per token. Defaults to `False`.
+        recurrent_dropout: float. Variational dropout on each LSTM's state
+            (`keras.layers.LSTM`'s `recurrent_dropout`; Keras's own loop
+            then runs, not the hoisted one: slower). Defaults to `0.0`.
         ner_crf: bool. CRF (Viterbi) NER head, else per-token softmax.
             Defaults to `True`.
         weighting: loss weighting. Defaults to `Equal()`.
@@ -244,14 +264,17 @@ def pos_ner_bilstm_crf(
     """
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
-                                     dropout, word_dropout, casing_dim)
+                                     dropout, word_dropout, casing_dim,
+                                     variational_dropout)
     for i in range(lstm_layers):
         x = keras.layers.Bidirectional(
             # Keras's LSTM with the input projection out of the time loop and
             # no mask in it (batches are padded at the end): ~1.2x faster on
             # the CPU, same weights (kerasmtl.layers.HoistedLSTM).
-            mtl.layers.HoistedLSTM(lstm_units, return_sequences=True), name=f"bilstm_{i}")(x)
-        x = keras.layers.Dropout(dropout, name=f"bilstm_dropout_{i}")(x)
+            mtl.layers.HoistedLSTM(lstm_units, return_sequences=True,
+                                   recurrent_dropout=recurrent_dropout),
+            name=f"bilstm_{i}")(x)
+        x = _dropout(dropout, variational_dropout, f"bilstm_dropout_{i}")(x)
     # A dict input, as `tagging_dataset` yields: a bare tensor input makes
     # Keras warn on every batch that the structures differ.
     return mtl.sharing.hard_sharing({"tokens": tokens}, x, tasks, weighting=weighting,
