@@ -87,6 +87,25 @@ def test_shapes_metrics_and_config_round_trip():
         assert type(clone) is Tagging and clone.get_config() == task.get_config()
 
 
+def test_token_accuracy_is_exact_over_batches_of_different_lengths():
+    # Keras's mean metrics weight a [batch, time] sample weight by 1 / time:
+    # over a short and a long batch the accuracy must still be the token
+    # accuracy (every labelled token once).
+    task = Tagging("pos", 3)
+    metric = task.default_metrics()[0]
+    rng = np.random.default_rng(0)
+    correct = total = 0
+    for length, rows in ((2, 5), (9, 3)):
+        y = rng.integers(0, 3, (rows, length)).astype("int32")
+        y[0, length // 2:] = -1  # padding
+        scores = rng.random((rows, length, 3)).astype("float32")
+        task.update_metrics([metric], y, scores)
+        known = y >= 0
+        correct += int((scores.argmax(-1) == y)[known].sum())
+        total += int(known.sum())
+    np.testing.assert_allclose(float(metric.result()), correct / total, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
