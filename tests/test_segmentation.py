@@ -247,3 +247,23 @@ def test_upsampling_traces_without_autograph_on_unknown_sizes():
     assert traced(x).shape == (1, 12, 20, 2)
     clone = BilinearUpSampling2D.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_pixel_accuracy_pools_pixels_over_images_of_different_sizes():
+    # Keras's mean metrics weight a [batch, H, W] weight by 1 / (H * W): over
+    # a small and a large batch the task's pixel accuracy must still count
+    # every known pixel once (as `SegmentationEvaluator` does).
+    task = mtl.tasks.Segmentation("seg", 3)
+    metrics = task.default_metrics()
+    rng = np.random.default_rng(0)
+    correct = total = 0
+    for size in (2, 6):
+        y = rng.integers(0, 3, (2, size, size)).astype("int32")
+        y[0, 0] = -1  # unknown pixels
+        scores = rng.random((2, size, size, 3)).astype("float32")
+        task.update_metrics(metrics, y, scores)
+        known = y >= 0
+        correct += int((scores.argmax(-1) == y)[known].sum())
+        total += int(known.sum())
+    accuracy = next(m for m in metrics if m.name == "pixel_accuracy")
+    np.testing.assert_allclose(float(accuracy.result()), correct / total, rtol=1e-6)

@@ -223,6 +223,15 @@ class Task(LabelChecks):
             y_true = ops.reshape(y_true, (-1, 1))
             y_pred = ops.reshape(y_pred, (-1, 1))
             weights = ops.reshape(weights, (-1,))
+        elif len(weights.shape) > 1 and len(y_pred.shape) == len(weights.shape) + 1:
+            # One prediction per position ([batch, H, W] -> [batch, H, W,
+            # classes]): metrics see one row per position. Keras's mean
+            # metrics reduce a [batch, ...] weight to its mean over the
+            # positions before summing, which would weight each position by
+            # 1 / (its batch's positions) over batches of different sizes.
+            y_true = ops.reshape(y_true, (-1,))
+            y_pred = ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1]))
+            weights = ops.reshape(weights, (-1,))
         for metric in metrics:
             metric.update_state(y_true, y_pred, sample_weight=weights)
 
