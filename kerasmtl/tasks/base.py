@@ -218,22 +218,28 @@ class Task(LabelChecks):
     def update_metrics(self, metrics, y, y_pred, sample_weight=None) -> None:
         y_true, mask = self.standardize_labels(y)
         weights = _apply_sample_weight(mask, sample_weight)
-        if self.elementwise:
-            # Per-element masks: metrics see one row per known label element.
-            y_true = ops.reshape(y_true, (-1, 1))
-            y_pred = ops.reshape(y_pred, (-1, 1))
-            weights = ops.reshape(weights, (-1,))
-        elif len(weights.shape) > 1 and len(y_pred.shape) == len(weights.shape) + 1:
-            # One prediction per position ([batch, H, W] -> [batch, H, W,
-            # classes]): metrics see one row per position. Keras's mean
-            # metrics reduce a [batch, ...] weight to its mean over the
-            # positions before summing, which would weight each position by
-            # 1 / (its batch's positions) over batches of different sizes.
-            y_true = ops.reshape(y_true, (-1,))
-            y_pred = ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1]))
-            weights = ops.reshape(weights, (-1,))
+        y_true, y_pred, weights = self.metric_rows(y_true, y_pred, weights)
         for metric in metrics:
             metric.update_state(y_true, y_pred, sample_weight=weights)
+
+    def metric_rows(self, y_true, y_pred, weights):
+        """`(y_true, y_pred, weights)` as the rows Keras metrics should see.
+
+        Per-element masks (`elementwise`): one row per label element. One
+        prediction per position (`[batch, T]` or `[batch, H, W]` labels and
+        weights, scores with one more axis): one row per position. Keras's
+        mean metrics reduce a `[batch, ...]` weight to its mean over the
+        positions before summing, which would weight each position by
+        1 / (its batch's positions) over batches of different sizes.
+        """
+        if self.elementwise:
+            return (ops.reshape(y_true, (-1, 1)), ops.reshape(y_pred, (-1, 1)),
+                    ops.reshape(weights, (-1,)))
+        if len(weights.shape) > 1 and len(y_pred.shape) == len(weights.shape) + 1:
+            return (ops.reshape(y_true, (-1,)),
+                    ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1])),
+                    ops.reshape(weights, (-1,)))
+        return y_true, y_pred, weights
 
     # -- serving --------------------------------------------------------------
 
