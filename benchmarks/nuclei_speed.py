@@ -13,9 +13,14 @@ stride-2 segmentation) and, in one run:
   batching), the trunk's forward and backward pass, the whole network's
   forward and backward pass (a sum of its outputs as the loss), the
   CenterNet target encoding, the compiled train step (loss, targets,
-  optimizer) of the recipe, of the same model under XLA (`jit_compile=True`),
-  of the stride-4 model and of the recipe with 32-channel heads
-  (`head_channels=32`, the lever measured for quality in the card).
+  optimizer) of the recipe (DB-MTL in parameter mode: one backward pass per
+  task through the whole network), of the same model with DB-MTL on the
+  gradients w.r.t. the trunk's two outputs (`dbmtl:rep_grad=True`: one
+  backward pass through the trunk), with Equal weighting (a plain Keras
+  step), with Equal under XLA (`jit_compile=True`), of the stride-4 model
+  with Equal (the configuration the issue measured first) and of the recipe
+  with 32-channel heads (`head_channels=32`, the lever measured for quality
+  in the card).
 
 Times are medians over `--rounds` rounds of `--steps` calls each, in
 milliseconds per batch; ratios are within one run. The load average is
@@ -51,11 +56,16 @@ from nuclei import DEFAULT_ROOT, missing_data  # noqa: E402
 from sharing_cost import measure  # noqa: E402
 
 from kerasmtl.layers.detection import centernet_targets  # noqa: E402
+from kerasmtl import weighting_spec  # noqa: E402
 from zoo import registry, training  # noqa: E402
 from zoo.vision import DETECTION, vision_data  # noqa: E402
 
 NAME = "det_seg_resnet_fpn"
 PIPELINE = "input pipeline alone (read, augment, crop, batch)"
+RECIPE_STEP = "train step, recipe (seg_stride=2, DB-MTL in parameter mode)"
+REP_GRAD_STEP = "train step, recipe with DB-MTL on the trunk outputs (rep_grad=True)"
+EQUAL_STEP = "train step, recipe with Equal weighting"
+FIRST_STEP = "train step, seg_stride=4 with Equal (first measured)"
 # Layer-name prefixes of each part, in the order the table lists them.
 PARTS = {
     "backbone": ("trunk_rescaling", "trunk_stem", "trunk_stage"),
@@ -98,10 +108,14 @@ def forward_flops(model, size: tuple[int, int]) -> dict[str, float]:
     return dict(flops)
 
 
-def build(model_kwargs: dict, steps_per_epoch: int, jit: bool = False, seed: int = 0):
+def build(model_kwargs: dict, steps_per_epoch: int, jit: bool = False, seed: int = 0,
+          weighting: str | None = None):
+    """The model with `weighting` (a `--weighting` spelling; None: the
+    recipe's), compiled as the recipe compiles it."""
     keras.utils.set_random_seed(seed)
-    model = registry.create_model(NAME, **model_kwargs)
     settings = training.training_settings(NAME)
+    factory = weighting_spec.weighting_factory(weighting or settings.weighting)
+    model = registry.create_model(NAME, **model_kwargs, weighting=factory())
     # The steps per epoch only shape the learning-rate schedule, not a step's
     # cost.
     model.compile(optimizer=settings.make_optimizer(steps_per_epoch),
@@ -158,7 +172,9 @@ def main(argv=None) -> int:
 
     steps_per_epoch = int(data.train.cardinality())  # 27 on DSB-2018 at batch 16
     recipe = build(kwargs, steps_per_epoch)
-    plain4 = build(kwargs4, steps_per_epoch)
+    rep_grad = build(kwargs, steps_per_epoch, weighting="dbmtl:rep_grad=True")
+    equal = build(kwargs, steps_per_epoch, weighting="equal")
+    plain4 = build(kwargs4, steps_per_epoch, weighting="equal")
     half = max(kwargs.get("head_channels", 64) // 2, 1)  # 32 for the recipe
     narrow = build({**kwargs, "head_channels": half}, steps_per_epoch)
     narrow_step = f"train step, recipe with head_channels={half}"
@@ -175,7 +191,7 @@ def main(argv=None) -> int:
     print("| total | " + " | ".join(f"{sum(f.values()) / 1e9:.4g}" for f in flops.values())
           + " |")
 
-    jit = build(kwargs, steps_per_epoch, jit=True)
+    jit = build(kwargs, steps_per_epoch, jit=True, weighting="equal")
     rows = y[DETECTION]["classes"].shape[1]
     grid = (size[0] // 4, size[1] // 4)  # the detection head's stride-4 grid
     targets = tf.function(lambda b, c: centernet_targets(b, c, *grid, 1, 4))
@@ -218,9 +234,11 @@ def main(argv=None) -> int:
         "network forward + backward": call(full_pass, lambda b: (b[0],)),
         f"CenterNet targets ({rows} box rows)": call(
             targets, lambda b: (b[1][DETECTION]["boxes"], b[1][DETECTION]["classes"])),
-        "train step, recipe (seg_stride=2)": step(recipe),
-        "train step, recipe under XLA (jit_compile)": step(jit),
-        "train step, seg_stride=4 (first measured)": step(plain4),
+        RECIPE_STEP: step(recipe),
+        REP_GRAD_STEP: step(rep_grad),
+        EQUAL_STEP: step(equal),
+        "train step, Equal under XLA (jit_compile)": step(jit),
+        FIRST_STEP: step(plain4),
         narrow_step: step(narrow),
     }
     start = time.perf_counter()
@@ -232,17 +250,19 @@ def main(argv=None) -> int:
     times = measure(runners, args.steps, args.rounds, seed=0,
                     prepare={PIPELINE: fresh_reader})
     median = {k: float(np.median(v)) for k, v in times.items()}
-    base = median["train step, recipe (seg_stride=2)"]
+    base = median[RECIPE_STEP]
     print(f"\nms per batch of {batch_size} (median of {args.rounds} rounds of "
           f"{args.steps}; share of the recipe's train step):\n")
     print("| part | ms | share |")
     print("|---|---|---|")
     for label, ms in median.items():
         print(f"| {label} | {ms:.0f} | {100 * ms / base:.0f}% |")
-    print(f"\nrecipe step / XLA step: "
-          f"{base / median['train step, recipe under XLA (jit_compile)']:.2f}x; "
-          f"recipe step / seg_stride=4 step: "
-          f"{base / median['train step, seg_stride=4 (first measured)']:.2f}x; "
+    print(f"\nrecipe step / rep_grad step: {base / median[REP_GRAD_STEP]:.2f}x; "
+          f"recipe step / Equal step: {base / median[EQUAL_STEP]:.2f}x; "
+          f"Equal step / XLA step: "
+          f"{median[EQUAL_STEP] / median['train step, Equal under XLA (jit_compile)']:.2f}x; "
+          f"first measured (seg_stride=4, Equal) / rep_grad step: "
+          f"{median[FIRST_STEP] / median[REP_GRAD_STEP]:.2f}x; "
           f"recipe step / head_channels={half} step: {base / median[narrow_step]:.2f}x")
     print(f"load average at the end: {load_average()}")
     return 0

@@ -34,35 +34,37 @@ class GradientBalancingMixin:
     representation for `rep_grad=True`, and the balanced train step."""
 
     def _set_shared_features(self, shared_features):
-        """Records the shared representation as `{"layer", "index"}` and, for
-        a rep-grad balancer, a functional view returning it with the outputs."""
-        config = shared_features
-        if shared_features is not None and not isinstance(shared_features, dict):
-            # Keras has no public "which layer made this tensor"; the
-            # functional graph's record is `_keras_history` (private API,
-            # guarded by the rep_grad tests in tests/test_balancer_training.py).
-            history = getattr(shared_features, "_keras_history", None)
-            if history is None:
-                raise ValueError(
-                    "Invalid value for argument `shared_features`. Expected a Keras "
-                    "tensor of this model's graph (the trunk's output). Received: "
-                    f"{shared_features!r}"
-                )
-            config = {"layer": history.operation.name, "index": history.tensor_index}
+        """Records the shared representation as `{"layer", "index"}` (a list
+        of them for several trunk outputs) and, for a rep-grad balancer, a
+        functional view returning it with the outputs."""
+        several = isinstance(shared_features, (list, tuple))
+        entries = list(shared_features) if several else [shared_features]
+        configs = [_feature_config(f) for f in entries] if shared_features is not None else None
+        config = configs if several else (configs[0] if configs else None)
         object.__setattr__(self, "shared_features", config)
         object.__setattr__(self, "_features_model", None)
         balancer = self.weighting
         if not (isinstance(balancer, GradientBalancer) and balancer.rep_grad):
             return
-        if config is None:
+        if not configs:
             raise ValueError(
                 f"{type(balancer).__name__}(rep_grad=True) balances the gradients "
                 "w.r.t. the shared representation, but the model does not know it. "
                 "Build the model with mtl.sharing.hard_sharing, or pass "
-                "MultiTaskModel(..., shared_features=<the trunk's output tensor>)."
+                "MultiTaskModel(..., shared_features=<the trunk's output tensor(s)>)."
             )
-        # `_nodes_by_depth`, `_inputs_struct`, `_outputs_struct`: the
-        # functional graph, private in Keras (same guard as above); a public
+        features = [self._feature_tensor(c) for c in configs]
+        # `_inputs_struct`, `_outputs_struct`: the functional graph, private
+        # in Keras (same guard as in `_feature_tensor`).
+        view = keras.Model(
+            self._inputs_struct, (self._outputs_struct, features if several else features[0])
+        )
+        object.__setattr__(self, "_features_model", view)
+
+    def _feature_tensor(self, config):
+        """The Keras tensor that `config` (`{"layer", "index"}`) names."""
+        # `_nodes_by_depth`: the functional graph, private in Keras (guarded
+        # by the rep_grad tests in tests/test_balancer_training.py); a public
         # route would rebuild the graph from get_config.
         nodes = [
             node
@@ -76,9 +78,7 @@ class GradientBalancingMixin:
                 f"{len(nodes)} times in model '{self.name}'. Give the output of a "
                 "layer called exactly once (e.g. wrap it in keras.layers.Identity)."
             )
-        features = nodes[0].output_tensors[config["index"]]
-        view = keras.Model(self._inputs_struct, (self._outputs_struct, features))
-        object.__setattr__(self, "_features_model", view)
+        return nodes[0].output_tensors[config["index"]]
 
     @skip_autograph
     def _balanced_train_step(self, data):
@@ -90,8 +90,9 @@ class GradientBalancingMixin:
           graph at trace time) and gets the balanced update; any other
           variable gets the sum of its task gradients (its own task's).
         - `rep_grad=True`: one backward per task through its head to the
-          shared representation z, then one backward through the trunk with
-          the balanced gradient of z. Variables upstream of z get that; all
+          shared representation z (one tensor, or several trunk outputs whose
+          gradients make one row per task), then one backward through the
+          trunk with the balanced gradient of z. Variables upstream of z get that; all
           others their task gradients (only the trunk should feed z).
         - The soft-sharing penalty and regularisation losses are not balanced:
           their gradient is added to the update, as weight decay would be.
@@ -270,14 +271,21 @@ class GradientBalancingMixin:
         return grads, matrix, apply_update
 
     def _rep_gradients(self, tape, scaled, features, variables):
+        # Several trunk outputs (e.g. an FPN level and a stride-2 skip): each
+        # task's row is its gradients w.r.t. all of them, concatenated.
+        features = tf.nest.flatten(features)
         upstream = [g is not None for g in tape.gradient(features, variables)]
         others = [i for i, up in enumerate(upstream) if not up]
         rows, grads = [], [None] * len(variables)
         for t in range(len(self._tasks)):
-            grad_z, *task_grads = tape.gradient(
-                scaled[t], [features, *(variables[i] for i in others)]
+            task_grads = tape.gradient(
+                scaled[t], [*features, *(variables[i] for i in others)]
             )
-            rows.append(tf.reshape(tf.cast(_zeros_if_none(grad_z, features), "float32"), [-1]))
+            grad_z, task_grads = task_grads[: len(features)], task_grads[len(features):]
+            rows.append(tf.concat([
+                tf.reshape(tf.cast(_zeros_if_none(g, f), "float32"), [-1])
+                for g, f in zip(grad_z, features)
+            ], axis=0))
             for i, g in zip(others, task_grads):
                 grads[i] = _add(grads[i], g)
         matrix = tf.stack(rows)
@@ -287,7 +295,11 @@ class GradientBalancingMixin:
             if not trunk:
                 return grads
             balanced = self.weighting.combine_gradients(matrix, weights)
-            balanced = tf.cast(tf.reshape(balanced, tf.shape(features)), features.dtype)
+            sizes = [tf.size(f) for f in features]
+            balanced = [
+                tf.cast(tf.reshape(part, tf.shape(f)), f.dtype)
+                for part, f in zip(tf.split(balanced, tf.stack(sizes)), features)
+            ]
             trunk_grads = tape.gradient(
                 features, [variables[i] for i in trunk], output_gradients=balanced
             )
@@ -379,3 +391,21 @@ def _zeros_if_none(grad, like):
     if grad is not None:
         return grad
     return tf.zeros_like(like) if tf.is_tensor(like) else tf.zeros(like.shape, like.dtype)
+
+
+def _feature_config(feature):
+    """`{"layer", "index"}` of a Keras tensor of the model's graph (a dict
+    passes through: a config read back from `get_config`)."""
+    if isinstance(feature, dict):
+        return feature
+    # Keras has no public "which layer made this tensor"; the functional
+    # graph's record is `_keras_history` (private API, guarded by the
+    # rep_grad tests in tests/test_balancer_training.py).
+    history = getattr(feature, "_keras_history", None)
+    if history is None:
+        raise ValueError(
+            "Invalid value for argument `shared_features`. Expected a Keras "
+            "tensor of this model's graph (the trunk's output), or a list of "
+            f"them. Received: {feature!r}"
+        )
+    return {"layer": history.operation.name, "index": history.tensor_index}

@@ -82,10 +82,12 @@ class MultiTaskModel(
         soft_sharing: dict or None. `{"penalty": float, "groups": [[layer
             name per task], ...]}`: an L2 penalty pulling the weights of
             corresponding layers together (set by `sharing.soft_sharing`).
-        shared_features: Keras tensor, dict or None. The shared representation
-            (the trunk's output, which the heads read), needed by a balancer
-            with `rep_grad=True`; `hard_sharing` sets it. Saved as the name of
-            the layer that outputs it.
+        shared_features: Keras tensor, list of Keras tensors, dict or None.
+            The shared representation (the trunk's output, which the heads
+            read; several outputs, e.g. an FPN level and a stride-2 skip,
+            as a list), needed by a balancer with `rep_grad=True`;
+            `hard_sharing` sets it. Saved as the name of the layer that
+            outputs it.
         test_time_flips: int. 1, 2 or 4: `predict` and the exported
             SavedModel average the outputs over this many flips of the image
             inputs (`kerasmtl.flip_averaging`); training, `evaluate` and

@@ -97,6 +97,58 @@ def test_weights_logged_trains_and_saves(tmp_path):
     np.testing.assert_allclose(loaded.weighting.task_weights, model.weighting.task_weights)
 
 
+def test_rep_grad_over_several_trunk_outputs(tmp_path):
+    # Two trunk outputs (as an FPN level and a stride-2 skip): task b reads
+    # both through a layer of its own. Each task's row is its gradients
+    # w.r.t. both outputs, concatenated; the trunk gets the balanced one.
+    keras.utils.set_random_seed(0)
+    tasks = [mtl.tasks.Classification("a", 3), mtl.tasks.Regression("b")]
+    inputs = keras.Input((4,))
+    z1 = keras.layers.Dense(3, activation="tanh", name="trunk")(inputs)
+    z2 = keras.layers.Dense(2, activation="tanh", name="skip")(z1)
+    own = keras.layers.Dense(2, activation="tanh", name="b_own")(
+        keras.layers.Concatenate()([z1, z2]))
+    model = mtl.sharing.hard_sharing(inputs, {"a": z1, "b": own}, tasks,
+                                     weighting=mtl.weighting.MGDA(rep_grad=True),
+                                     shared_features=[z1, z2])
+    model.compile(optimizer=keras.optimizers.SGD(1.0))
+    assert model.shared_features == [{"layer": "trunk", "index": 0},
+                                     {"layer": "skip", "index": 0}]
+
+    view = keras.Model(model.input, (model.output, [z1, z2]))
+    with tf.GradientTape(persistent=True) as tape:
+        outputs, zs = view(X, training=True)
+        losses = [model.get_task(n).masked_loss(Y[n], outputs[n])[0] for n in "ab"]
+    trunk_vars = [*model.get_layer("trunk").trainable_variables,
+                  *model.get_layer("skip").trainable_variables]
+    expected = {}
+    for var in model.trainable_variables:
+        if not any(var is v for v in trunk_vars):
+            grads = [g for g in (tape.gradient(loss, var) for loss in losses) if g is not None]
+            expected[var.path] = var.numpy() - sum(grads).numpy()
+    rows = []
+    for loss in losses:
+        grads = tape.gradient(loss, zs)
+        rows.append(np.concatenate([
+            (np.zeros(z.shape) if g is None else g.numpy()).ravel() for g, z in zip(grads, zs)
+        ]))
+    assert not np.any(rows[0][X.shape[0] * 3:])  # a does not read the skip
+    balanced = mtl.weighting.MGDA().aggregate(np.stack(rows), [float(v) for v in losses])
+    parts = np.split(np.asarray(balanced), [X.shape[0] * 3])
+    trunk_grads = tape.gradient(zs, trunk_vars, output_gradients=[
+        tf.reshape(p, z.shape) for p, z in zip(parts, zs)])
+    for var, grad in zip(trunk_vars, trunk_grads):
+        expected[var.path] = var.numpy() - grad.numpy()
+
+    model.train_on_batch(X, Y)
+    for var in model.trainable_variables:
+        np.testing.assert_allclose(var.numpy(), expected[var.path], atol=1e-5, err_msg=var.path)
+    loaded = run_model_saving_test(model, X, tmp_path)
+    assert loaded.shared_features == model.shared_features
+    loaded.compile(optimizer=keras.optimizers.SGD(0.1))
+    assert np.all(np.isfinite(loaded.train_on_batch(X, Y)))
+
+
 def test_nan_step_is_skipped_and_counted():
     model = build(mtl.weighting.PCGrad())
     before = [v.numpy() for v in model.trainable_variables]

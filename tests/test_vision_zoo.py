@@ -138,12 +138,20 @@ def test_vision_report_adds_map_and_the_cli_recipe_trains(tmp_path):
     assert (tmp_path / "export" / "1").is_dir()
 
 
-def test_stride2_decoder_trains_on_unknown_image_sizes():
+@pytest.mark.parametrize("rep_grad", [False, True], ids=["equal", "dbmtl_rep_grad"])
+def test_stride2_decoder_trains_on_unknown_image_sizes(rep_grad):
     # tf.data batches have no static height and width: the decoder's
     # upsampling must trace without them (fit, and the SavedModel export).
+    # With a rep-grad balancer, the gradients w.r.t. both trunk outputs (the
+    # FPN level and the stride-2 skip) are balanced.
     import tensorflow as tf
 
-    model = zoo.create_model("det_seg_resnet_fpn", seg_stride=2, **TINY)
+    from kerasmtl.weighting import DBMTL
+
+    weighting = DBMTL(rep_grad=True) if rep_grad else None
+    model = zoo.create_model("det_seg_resnet_fpn", seg_stride=2, weighting=weighting, **TINY)
+    assert [f["layer"] for f in model.shared_features] == [
+        "trunk_fpn_smooth_relu", "trunk_stem_relu"]
     model.compile(optimizer="adam")
     x = {"image": np.zeros((2, 64, 64, 3), "float32")}
     y = {"detection": {"boxes": np.zeros((2, 16, 4), "float32"),

@@ -346,12 +346,17 @@ def det_seg_resnet_fpn(
     features = image_trunk(image, widths=tuple(widths), blocks=tuple(blocks),
                            fpn_channels=fpn_channels, standardize=standardize,
                            return_stride2=fine)
+    trunk_outputs = None  # hard_sharing's default: the one shared tensor
     if fine:
         features, skip = features
+        # What a rep-grad balancer differentiates against: both trunk outputs
+        # (the stride-2 decoder is the segmentation task's own layers).
+        trunk_outputs = [features, skip]
         decoded = stride2_decoder(features, skip, channels=max(fpn_channels // 2, 1))
         features = {t.name: decoded if t.name == SEGMENTATION else features for t in tasks}
     # A dict input: the vision pipelines yield `{"image": ...}`, and the
     # export's signature input is named by the key.
     return mtl.sharing.hard_sharing({"image": image}, features, tasks,
                                     weighting=weighting, name="det_seg_resnet_fpn",
-                                    test_time_flips=test_time_flips)
+                                    test_time_flips=test_time_flips,
+                                    shared_features=trunk_outputs)

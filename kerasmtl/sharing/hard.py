@@ -20,6 +20,7 @@ def hard_sharing(
     weighting: LossWeighting | None = None,
     name: str | None = None,
     test_time_flips: int = 1,
+    shared_features=None,
 ) -> MultiTaskModel:
     """Builds a hard-sharing multi-task model on a shared feature tensor.
 
@@ -38,6 +39,13 @@ def hard_sharing(
             `predict` and the exported SavedModel average over (see
             `MultiTaskModel`).
             Defaults to `1`.
+        shared_features: Keras tensor or list of them. With a dict `shared`,
+            the trunk output(s) that the per-task features are computed
+            from, which a `rep_grad=True` balancer differentiates against
+            (e.g. `[fpn_level, stride2_skip]` when one task's features add a
+            decoder of its own). Defaults to `shared` itself when it is one
+            tensor; with a dict and no `shared_features`, no rep-grad
+            balancer can train the model.
 
     Returns:
         A `MultiTaskModel` with one output per task.
@@ -61,10 +69,11 @@ def hard_sharing(
                 "Give one feature tensor per task, or a single shared tensor."
             )
         outputs = {t.name: t.build_head(shared[t.name]) for t in tasks}
-        features = None  # no one shared representation
+        features = shared_features  # no one shared representation unless given
     else:
         outputs = {t.name: t.build_head(shared) for t in tasks}
-        features = shared  # what a rep-grad balancer differentiates against
+        # What a rep-grad balancer differentiates against.
+        features = shared if shared_features is None else shared_features
     return MultiTaskModel(
         inputs,
         outputs,
