@@ -55,8 +55,8 @@ from bench_common import limit_threads, load_average  # noqa: E402
 from nuclei import DEFAULT_ROOT, missing_data  # noqa: E402
 from sharing_cost import measure  # noqa: E402
 
-from kerasmtl.layers.detection import centernet_targets  # noqa: E402
 from kerasmtl import weighting_spec  # noqa: E402
+from kerasmtl.layers.detection import centernet_targets  # noqa: E402
 from zoo import registry, training  # noqa: E402
 from zoo.vision import DETECTION, vision_data  # noqa: E402
 
