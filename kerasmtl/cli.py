@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    start_tensorflow_quietly()
+    start_tensorflow_quietly(args.command)
     try:
         return args.handler(args) or 0
     except ValueError as error:  # bad input: a clear message, not a traceback

@@ -18,8 +18,25 @@ _ABSL_PREAMBLE = b"WARNING: All log messages before absl::InitializeLog() is cal
 _SEVERITIES = b"IWEF"
 
 
-def start_tensorflow_quietly() -> None:
+# Commands that train: TensorFlow's best-fit-with-coalescing (BFC) allocator
+# for CPU tensors, instead of one malloc per tensor (see
+# `start_tensorflow_quietly`).
+TRAINING_COMMANDS = ("train", "quickstart")
+
+
+def start_tensorflow_quietly(command: str | None = None) -> None:
     """Imports TensorFlow (and Keras) with its C++ log level applied.
+
+    For a command that trains (`TRAINING_COMMANDS`), unless the user set
+    `TF_CPU_ALLOCATOR_USE_BFC`, it is set to `true` first: TensorFlow then
+    keeps CPU tensors in its own memory pool instead of one `malloc` (and,
+    above glibc's 32 MB mmap threshold, one `mmap`, page faults and zeroing)
+    per tensor. On the nuclei recipe's train step (batches of 16 256x256
+    crops, 2 cores) that is 1.3-1.5x faster (`benchmarks/cpu_allocator.py`);
+    the pool grows to the step's peak and is not given back to the OS, which
+    suits a training run but not a long-lived server (`kerasmtl serve`
+    keeps the default). The variable is read when TensorFlow makes its CPU
+    allocator, so only before the import.
 
     Unless the user set `TF_CPP_MIN_LOG_LEVEL`, the command line sets it to 3:
     on a machine without a GPU TensorFlow logs a dozen INFO and ERROR lines
@@ -31,6 +48,8 @@ def start_tensorflow_quietly() -> None:
     """
     if "tensorflow" in sys.modules:
         return  # already imported (a test, an embedding program): not ours to change
+    if command in TRAINING_COMMANDS:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         level = int(level)

@@ -141,9 +141,20 @@ def test_nuclei_speed_quick_prints_the_flops_and_the_time_per_part():
                  "segmentation head"):
         assert re.search(rf"^\| {part} \| [\d.e-]+ \(\d+%\) \| [\d.e-]+ \(\d+%\) \|$",
                          out, re.M), out
-    assert re.search(r"^\| train step, recipe \(seg_stride=2\) \| \d+ \| 100% \|$", out, re.M), out
-    assert re.search(r"^recipe step / XLA step: \d+\.\d\dx; recipe step / seg_stride=4 step: "
-                     r"\d+\.\d\dx$", out, re.M), out
+    assert re.search(r"^\| train step, recipe \(seg_stride=2, DB-MTL in parameter mode\) "
+                     r"\| \d+ \| 100% \|$", out, re.M), out
+    assert re.search(r"^recipe step / rep_grad step: \d+\.\d\dx; recipe step / Equal step: "
+                     r"\d+\.\d\dx; Equal step / XLA step: \d+\.\d\dx; .*head_channels=\d+ "
+                     r"step: \d+\.\d\dx$", out, re.M), out
+
+
+@pytest.mark.large
+def test_cpu_allocator_quick_prints_both_allocators_in_fresh_processes():
+    out = run_benchmark("cpu_allocator.py", "--quick")
+    for label in (r"default \(malloc per tensor\)", r"BFC pool \(kerasmtl train\)"):
+        assert re.search(rf"^\| {label} \| \d+\.\d\d \| \d+\.\d\d \| \d+ \|$", out, re.M), out
+    assert re.search(r"^BFC speed-up: \d+\.\d\dx in memory, \d+\.\d\dx with the pipeline",
+                     out, re.M), out
 
 
 def test_nuclei_methods_resume_refuses_a_file_of_other_settings(tmp_path, capsys):

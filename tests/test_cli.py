@@ -266,3 +266,23 @@ def test_export_in_a_fresh_process_logs_nothing_from_tensorflow(tmp_path):
     noise = [line for line in result.stderr.splitlines()
              if re.match(r"[IWE]\d{4} |WARNING: All log messages before absl", line)]
     assert noise == [], result.stderr
+
+
+@pytest.mark.parametrize("command, preset, expected", [
+    ("train", None, "true"), ("quickstart", None, "true"),
+    ("train", "false", "false"),  # the user's setting wins
+    ("serve", None, "None"),  # a server gives memory back: the default allocator
+])
+def test_training_commands_use_the_bfc_cpu_allocator(command, preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    if preset is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = preset
+    # As the console script starts (argv[0] `kerasmtl`: the package loads
+    # lazily, so TensorFlow is not imported yet).
+    code = ("import os, sys\nsys.argv[0] = 'kerasmtl'\n"
+            "from kerasmtl.quiet_tensorflow import start_tensorflow_quietly\n"
+            f"start_tensorflow_quietly({command!r})\n"
+            "print(os.environ.get('TF_CPU_ALLOCATOR_USE_BFC'))")
+    result = run_module(code=code, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == expected
