@@ -23,7 +23,8 @@ stride-2 segmentation) and, in one run:
   in the card).
 
 Times are medians over `--rounds` rounds of `--steps` calls each, in
-milliseconds per batch; ratios are within one run. The load average is
+milliseconds per batch, with TensorFlow's BFC pool for CPU tensors as
+`kerasmtl train` runs (`benchmarks/cpu_allocator.py` compares the two); ratios are within one run. The load average is
 printed: on 2 shared cores the absolute times move with it, the ratios less.
 Nothing is asserted.
 
@@ -43,6 +44,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The CPU allocator `kerasmtl train` uses (kerasmtl.quiet_tensorflow); read
+# when TensorFlow starts. `TF_CPU_ALLOCATOR_USE_BFC=false` times the default.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -152,9 +152,12 @@ def test_nuclei_speed_quick_prints_the_flops_and_the_time_per_part():
 def test_cpu_allocator_quick_prints_both_allocators_in_fresh_processes():
     out = run_benchmark("cpu_allocator.py", "--quick")
     for label in (r"default \(malloc per tensor\)", r"BFC pool \(kerasmtl train\)"):
-        assert re.search(rf"^\| {label} \| \d+\.\d\d \| \d+\.\d\d \| \d+ \|$", out, re.M), out
-    assert re.search(r"^BFC speed-up: \d+\.\d\dx in memory, \d+\.\d\dx with the pipeline",
-                     out, re.M), out
+        assert re.search(rf"^\| {label} \| \d+\.\d\d / \d+\.\d\d \| \d+\.\d\d / \d+\.\d\d \| "
+                         r"\d+ \|$", out, re.M), out
+    assert re.search(r"^recipe \(seg_stride=2, DB-MTL\): BFC speed-up \d+\.\d\dx in memory, "
+                     r"\d+\.\d\dx with the pipeline$", out, re.M), out
+    assert re.search(r"^recipe under BFC against the first measured model .*: \d+\.\d\dx the "
+                     r"images/s", out, re.M), out
 
 
 def test_nuclei_methods_resume_refuses_a_file_of_other_settings(tmp_path, capsys):
