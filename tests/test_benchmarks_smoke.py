@@ -139,8 +139,8 @@ def test_nuclei_speed_quick_prints_the_flops_and_the_time_per_part():
     out = run_benchmark("nuclei_speed.py", "--quick")
     for part in ("backbone", "FPN neck", "stride-2 decoder", "detection head",
                  "segmentation head"):
-        assert re.search(rf"^\| {part} \| [\d.e-]+ \(\d+%\) \| [\d.e-]+ \(\d+%\) \|$",
-                         out, re.M), out
+        # recipe, stride-4 model, recipe with narrower heads
+        assert re.search(rf"^\| {part} \|(?: [\d.e-]+ \(\d+%\) \|){{3}}$", out, re.M), out
     assert re.search(r"^\| train step, recipe \(seg_stride=2, DB-MTL in parameter mode\) "
                      r"\| \d+ \| 100% \|$", out, re.M), out
     assert re.search(r"^recipe step / rep_grad step: \d+\.\d\dx; recipe step / Equal step: "
