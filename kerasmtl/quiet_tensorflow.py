@@ -32,7 +32,9 @@ def start_tensorflow_quietly(command: str | None = None) -> None:
     keeps CPU tensors in its own memory pool instead of one `malloc` (and,
     above glibc's 32 MB mmap threshold, one `mmap`, page faults and zeroing)
     per tensor. On the nuclei recipe's train step (batches of 16 256x256
-    crops, 2 cores) that is 1.3-1.5x faster (`benchmarks/cpu_allocator.py`);
+    crops, 2 cores) that is 1.6x faster with the batches in memory
+    (`benchmarks/cpu_allocator.py`), and its preset's training command went
+    from ~70 to 43 minutes;
     the pool grows to the step's peak and is not given back to the OS, which
     suits a training run but not a long-lived server (`kerasmtl serve`
     keeps the default). The variable is read when TensorFlow makes its CPU
