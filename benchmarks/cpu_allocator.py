@@ -39,6 +39,13 @@ RECIPE = "recipe (seg_stride=2, DB-MTL)"
 FIRST = "first measured (seg_stride=4, Equal)"
 
 
+def _load_average() -> str:
+    # Not bench_common.load_average: importing bench_common starts
+    # TensorFlow, and this parent process must not (only its workers do,
+    # each under its own allocator).
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def worker(args) -> dict:
     """Both models in this process (one allocator): seconds per step of each,
     and the process's peak RSS."""
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
         return 0
     print(f"python {sys.version.split()[0]}, CPUs: {os.cpu_count()}, TF threads: "
           f"{args.threads}, load average at start: "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"{_load_average()}")
     results = {label: [] for label in CONFIGS}
     for repeat in range(args.repeats):
         for label, value in CONFIGS.items():
@@ -145,7 +152,7 @@ def main(argv=None) -> int:
     print(f"\nrecipe under BFC against the first measured model under the default "
           f"allocator (with the pipeline): "
           f"{default[FIRST]['pipeline'] / bfc[RECIPE]['pipeline']:.2f}x the images/s; load "
-          f"average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"average at the end: {_load_average()}")
     return 0
 
 
