@@ -245,6 +245,54 @@ def test_compact_character_encoder_matches_the_full_width_one(kernel_size):
                                        tf.convert_to_tensor(ga).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_character_bilstm_reads_each_token_s_characters_only():
+    # encoder="bilstm": each token's features are the last states of an LSTM
+    # each way over its own characters, as if run on the unpadded sequence;
+    # padding characters (shorter tokens, the batch's longest) change nothing,
+    # padding tokens get zeros, compact and full width agree.
+    kwargs = {"embedding_dim": 3, "filters": 4, "max_chars": 6, "encoder": "bilstm"}
+    compact = CharacterEncoder(list("abcdef"), **kwargs)
+    full = CharacterEncoder(list("abcdef"), compact=False, **kwargs)
+    compact.build((None, None))
+    full.build((None, None))
+    full.set_weights(compact.get_weights())
+    tokens = tf.constant([["ab", "", "abcdefab"], ["cab", "zz", ""]])
+    features = compact(tokens).numpy()
+    np.testing.assert_allclose(full(tokens).numpy(), features, rtol=1e-5, atol=1e-6)
+    assert np.all(features[0, 1] == 0.0) and np.all(features[1, 2] == 0.0)
+    for (row, col), token in {(0, 0): "ab", (0, 2): "abcdef", (1, 0): "cab",
+                              (1, 1): "zz"}.items():
+        ids = compact.lookup(tf.constant([list(token)]))
+        alone = compact.rnn(compact.embedding(ids)).numpy()[0]  # no padding at all
+        np.testing.assert_allclose(features[row, col], alone, rtol=1e-5, atol=1e-6)
+    assert CharacterEncoder.from_config(compact.get_config()).encoder == "bilstm"
+    with pytest.raises(ValueError, match=r"`filters` must be even.*Received: filters=3"):
+        CharacterEncoder(list("ab"), filters=3, encoder="bilstm")
+    with pytest.raises(ValueError, match=r'Expected "cnn" or "bilstm".*encoder=\'rnn\''):
+        CharacterEncoder(list("ab"), encoder="rnn")
+
+
+def test_tagger_with_a_character_bilstm_round_trips_and_exports(tmp_path):
+    # char_encoder="bilstm" in the zoo tagger: the .keras file and the
+    # SavedModel give the in-process scores.
+    keras.utils.set_random_seed(0)
+    _, _, kwargs = tiny_corpus()
+    model = zoo.create_model("pos_ner_bilstm_crf", **kwargs, char_encoder="bilstm",
+                             **SIZES["pos_ner_bilstm_crf"])
+    assert model.get_layer("char_bilstm").encoder == "bilstm"
+    batch = padded([SENTENCE, SHORT])
+    expected = model(batch)
+    model.save(tmp_path / "tagger.keras")
+    reloaded = keras.saving.load_model(tmp_path / "tagger.keras")
+    serve = tf.saved_model.load(mtl.export.export_saved_model(
+        model, tmp_path / "export")).signatures["serving_default"]
+    served = serve(**batch)
+    for task in ("pos", "ner"):
+        np.testing.assert_allclose(reloaded(batch)[task].numpy(), expected[task].numpy(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(served[task].numpy(), expected[task].numpy(), atol=1e-5)
+
+
 def test_synthetic_training_recipe_returns_datasets_and_model_arguments():
     data = load_training_data("pos_ner_bilstm_crf", "synthetic", batch_size=16, seed=0)
     assert "3000 train / 500 dev" in data.summary

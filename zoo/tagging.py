@@ -60,9 +60,10 @@ def _dropout(rate, variational, name):
 
 def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
                     char_filters, dropout, word_dropout=0.0, casing_dim=0,
-                    variational_dropout=False):
-    """Word embedding (lowercased lookup) ++ character CNN (++ casing
-    embedding when `casing_dim`); carries the padding mask (index 0 = `""`)."""
+                    variational_dropout=False, char_encoder="cnn"):
+    """Word embedding (lowercased lookup) ++ character CNN or BiLSTM (++
+    casing embedding when `casing_dim`); carries the padding mask (index 0 =
+    `""`)."""
     words = tagging_data.string_lookup(vocabulary, name="word_lookup")(
         Lowercase(name="lowercase")(tokens))
     if word_dropout:
@@ -70,7 +71,8 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
     words = keras.layers.Embedding(len(vocabulary) + 2, word_dim, mask_zero=True,
                                    name="word_embedding")(words)
     chars = CharacterEncoder(char_vocabulary, embedding_dim=char_dim,
-                             filters=char_filters, name="char_cnn")(tokens)
+                             filters=char_filters, encoder=char_encoder,
+                             name=f"char_{char_encoder}")(tokens)
     features = [words, chars]
     if casing_dim:
         features.append(keras.layers.Embedding(len(WORD_SHAPES), casing_dim,
@@ -82,7 +84,7 @@ def _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
 
 def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_crf,
                   word_dim, char_dim, char_filters, dropout, word_dropout=0.0,
-                  casing_dim=0, variational_dropout=False):
+                  casing_dim=0, variational_dropout=False, char_encoder="cnn"):
     """The part both taggers share: `(tokens input, token features, tasks)`."""
     vocabulary, char_vocabulary, pos_tags, ner_tags = _resolve(
         vocabulary, char_vocabulary, pos_tags, ner_tags)
@@ -90,7 +92,7 @@ def _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags, tasks, ner_cr
     tokens = keras.Input((None,), dtype="string", name="tokens")
     x = _token_features(tokens, vocabulary, char_vocabulary, word_dim, char_dim,
                         char_filters, dropout, word_dropout, casing_dim,
-                        variational_dropout)
+                        variational_dropout, char_encoder)
     return tokens, x, tasks
 
 
@@ -210,6 +212,7 @@ def pos_ner_bilstm_crf(
     word_dim: int = 64,
     char_dim: int = 16,
     char_filters: int = 32,
+    char_encoder: str = "cnn",
     lstm_units: int = 64,
     lstm_layers: int = 1,
     dropout: float = 0.25,
@@ -235,6 +238,9 @@ def pos_ner_bilstm_crf(
         tasks: the tasks to build heads for. Defaults to `pos` (softmax) and
             `ner` (IOB2, CRF when `ner_crf`).
         word_dim, char_dim, char_filters: embedding sizes. Default to 64, 16, 32.
+        char_encoder: str. `"cnn"` (a character CNN, max-pooled) or
+            `"bilstm"` (a character BiLSTM of `char_filters // 2` units each
+            way; `kerasmtl.layers.CharacterEncoder`). Defaults to `"cnn"`.
         lstm_units: int. Units per direction. Defaults to `64`.
         lstm_layers: int. Stacked BiLSTM layers. Defaults to `1`.
         dropout: float. Dropout on token features and between layers.
@@ -267,7 +273,7 @@ def pos_ner_bilstm_crf(
     tokens, x, tasks = _token_inputs(vocabulary, char_vocabulary, pos_tags, ner_tags,
                                      tasks, ner_crf, word_dim, char_dim, char_filters,
                                      dropout, word_dropout, casing_dim,
-                                     variational_dropout)
+                                     variational_dropout, char_encoder)
     for i in range(lstm_layers):
         x = keras.layers.Bidirectional(
             # Keras's LSTM with the input projection out of the time loop and

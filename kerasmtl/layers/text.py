@@ -161,13 +161,15 @@ class WordDropout(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasmtl")
 class CharacterEncoder(keras.layers.Layer):
-    """Character CNN over each token string: `[batch, time]` strings ->
-    `[batch, time, filters]` features.
+    """Character CNN (or BiLSTM) over each token string: `[batch, time]`
+    strings -> `[batch, time, filters]` features.
 
     Each token is split into Unicode characters (at most `max_chars`; longer
     tokens keep their first `max_chars`), looked up in `vocabulary` (unknown
     characters share one OOV index), embedded, convolved and max-pooled over
-    its characters (Ma and Hovy, ACL 2016). It gives unknown words a
+    its characters (Ma and Hovy, ACL 2016), or with `encoder="bilstm"` read
+    by a character BiLSTM whose last states in both directions are the
+    features (Lample et al., NAACL 2016). It gives unknown words a
     representation from their spelling (capitals, suffixes, digits). Padding
     tokens (`""`) get zeros and are masked (the Keras mask is `tokens != ""`,
     so a `Concatenate` with a masked word embedding keeps padding masked).
@@ -178,6 +180,9 @@ class CharacterEncoder(keras.layers.Layer):
         embedding_dim: int. Character embedding size. Defaults to `16`.
         filters: int. Output features per token. Defaults to `32`.
         kernel_size: int. Convolution width in characters. Defaults to `3`.
+        encoder: `"cnn"` (convolution + max over characters) or `"bilstm"`
+            (an LSTM each way over the characters, `filters // 2` units
+            each; `filters` must then be even). Defaults to `"cnn"`.
         max_chars: int. Characters kept per token. Defaults to `20`.
         compact: bool. Encode each distinct token string of a batch once, over
             as many character slots as its longest token needs (the same
@@ -201,6 +206,7 @@ class CharacterEncoder(keras.layers.Layer):
         kernel_size: int = 3,
         max_chars: int = 20,
         compact: bool = True,
+        encoder: str = "cnn",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -215,6 +221,18 @@ class CharacterEncoder(keras.layers.Layer):
         for arg, value in (("embedding_dim", embedding_dim), ("filters", filters),
                            ("kernel_size", kernel_size), ("max_chars", max_chars)):
             _check_positive_int(self.name, arg, value)
+        if encoder not in ("cnn", "bilstm"):
+            raise ValueError(
+                f"Invalid value for argument `encoder` of CharacterEncoder {self.name!r}. "
+                f'Expected "cnn" or "bilstm". Received: encoder={encoder!r}'
+            )
+        if encoder == "bilstm" and int(filters) % 2:
+            raise ValueError(
+                f"Invalid value for argument `filters` of CharacterEncoder {self.name!r}: "
+                f'encoder="bilstm" splits the features between its two directions, so '
+                f"`filters` must be even. Received: filters={filters}"
+            )
+        self.encoder = encoder
         self.vocabulary = vocabulary
         self.embedding_dim = int(embedding_dim)
         self.filters = int(filters)
@@ -227,14 +245,21 @@ class CharacterEncoder(keras.layers.Layer):
         self.embedding = keras.layers.Embedding(
             len(vocabulary) + 2, embedding_dim, name="char_embedding"
         )
-        self.conv = keras.layers.Conv1D(
-            filters, kernel_size, padding="same", activation="tanh", name="char_conv"
-        )
+        if encoder == "cnn":
+            self.conv = keras.layers.Conv1D(
+                filters, kernel_size, padding="same", activation="tanh", name="char_conv"
+            )
+        else:
+            self.rnn = keras.layers.Bidirectional(
+                keras.layers.LSTM(self.filters // 2), name="char_bilstm")
         self.supports_masking = True
 
     def build(self, input_shape):
         self.embedding.build((None, self.max_chars))
-        self.conv.build((None, self.max_chars, self.embedding_dim))
+        if self.encoder == "cnn":
+            self.conv.build((None, self.max_chars, self.embedding_dim))
+        else:
+            self.rnn.build((None, self.max_chars, self.embedding_dim))
         self.built = True
 
     def call(self, tokens):
@@ -267,7 +292,12 @@ class CharacterEncoder(keras.layers.Layer):
 
     def _pool(self, ids):
         """`[N, C]` character ids -> `[N, filters]`: convolution, then the max
-        over real characters only (a padding token has none: zeros)."""
+        over real characters only, or the BiLSTM's last states over them (a
+        padding token has none: zeros)."""
+        if self.encoder == "bilstm":
+            is_char = ids > 0
+            states = self.rnn(self.embedding(ids), mask=is_char)  # [N, F]
+            return tf.where(tf.reduce_any(is_char, axis=1, keepdims=True), states, 0.0)
         features = self.conv(self.embedding(ids))  # [N, C, F]
         is_char = tf.expand_dims(ids > 0, -1)
         pooled = tf.reduce_max(tf.where(is_char, features, -2.0), axis=1)
@@ -290,4 +320,5 @@ class CharacterEncoder(keras.layers.Layer):
             "kernel_size": self.kernel_size,
             "max_chars": self.max_chars,
             "compact": self.compact,
+            "encoder": self.encoder,
         }
