@@ -53,21 +53,10 @@ def worker(args) -> dict:
     sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
     import tensorflow as tf
     from bench_common import limit_threads
-    from nuclei_speed import NAME, build
-
-    from zoo import registry
-    from zoo.vision import vision_data
+    from nuclei_speed import build, recipe_setup
 
     limit_threads(args.threads)
-    if args.quick:
-        spec, batch_size = "shapes", 4
-        sizes = {"widths": (4, 4, 8, 8), "fpn_channels": 8, "head_channels": 8}
-    else:
-        spec, batch_size, sizes = args.root, 16, {}
-    data = vision_data(spec, batch_size=batch_size, seg_stride=2)
-    kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
-              **data.model_kwargs, "test_time_flips": 1, **sizes}
-    stride4 = {k: v for k, v in kwargs.items() if k != "seg_stride"}
+    data, kwargs, stride4 = recipe_setup(args.root, args.quick)
     steps = int(data.train.cardinality())
     # The first measured model reads stride-4 segmentation labels: the same
     # batches serve both (the masks are at full size either way).

@@ -147,6 +147,22 @@ def forward_backward(model):
     return run
 
 
+def recipe_setup(root: str, quick: bool):
+    """`(data, recipe model kwargs, the same at segmentation stride 4)`:
+    DSB-2018 at the recipe's batch of 16, or (`quick`) synthetic shapes with
+    a tiny model at batch 4. Stride-2 labels serve both (masks are full size)."""
+    if quick:
+        spec, batch_size = "shapes", 4
+        sizes = {"widths": (4, 4, 8, 8), "fpn_channels": 8, "head_channels": 8}
+    else:
+        spec, batch_size, sizes = root, 16, {}
+    data = vision_data(spec, batch_size=batch_size, seg_stride=2)
+    kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
+              **data.model_kwargs, "test_time_flips": 1, **sizes}
+    stride4 = {k: v for k, v in kwargs.items() if k != "seg_stride"}
+    return data, kwargs, stride4
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(DEFAULT_ROOT))
@@ -158,20 +174,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(limit_threads(args.threads))
     if args.quick:
-        spec, batch_size, args.rounds, args.steps = "shapes", 4, 2, 1
-        sizes = {"widths": (4, 4, 8, 8), "fpn_channels": 8, "head_channels": 8}
-    else:
-        spec, batch_size, sizes = args.root, 16, {}
-        if missing_data(spec):
-            return 0
-    data = vision_data(spec, batch_size=batch_size, seg_stride=2)
-    kwargs = {**registry.get_entry(NAME).recipe.get("model_kwargs", {}),
-              **data.model_kwargs, "test_time_flips": 1, **sizes}
-    kwargs4 = {k: v for k, v in kwargs.items() if k != "seg_stride"}
-    print(f"{data.summary}; batch {batch_size}")
-
+        args.rounds, args.steps = 2, 1
+    elif missing_data(args.root):
+        return 0
+    data, kwargs, kwargs4 = recipe_setup(args.root, args.quick)
     batches = list(data.train.take(args.rounds * args.steps + 1))
     x, y = batches[0]
+    batch_size = int(x["image"].shape[0])
+    print(f"{data.summary}; batch {batch_size}")
     size = tuple(x["image"].shape[1:3])
 
     steps_per_epoch = int(data.train.cardinality())  # 27 on DSB-2018 at batch 16
