@@ -179,7 +179,8 @@ class CharacterEncoder(keras.layers.Layer):
             `kerasmtl.data.text.vocabularies.build_char_vocabulary`).
         embedding_dim: int. Character embedding size. Defaults to `16`.
         filters: int. Output features per token. Defaults to `32`.
-        kernel_size: int. Convolution width in characters. Defaults to `3`.
+        kernel_size: int. Convolution width in characters (`encoder="cnn"`
+            only). Defaults to `3`.
         encoder: `"cnn"` (convolution + max over characters) or `"bilstm"`
             (an LSTM each way over the characters, `filters // 2` units
             each; `filters` must then be even). Defaults to `"cnn"`.
@@ -274,9 +275,11 @@ class CharacterEncoder(keras.layers.Layer):
         # reach, not always `max_chars`: a "same" convolution then sees
         # exactly what it sees at full width (real characters, the padding
         # character's embedding, and zeros past `max_chars`), so the features
-        # are those of the full-width layer, for less work.
+        # are those of the full-width layer, for less work. The BiLSTM skips
+        # padding slots (masked), so it needs no reach past the longest token.
         longest = tf.cast(tf.reduce_max(tf.concat([[0], chars.row_lengths()], 0)), "int32")
-        width = tf.minimum(longest + self.kernel_size // 2, self.max_chars)
+        reach = self.kernel_size // 2 if self.encoder == "cnn" else 0
+        width = tf.minimum(longest + reach, self.max_chars)
         chars = chars.to_tensor(default_value="", shape=[None, self.max_chars])
         pooled = self._pool(self.lookup(chars[:, :width]))  # [U, filters]
         pooled = tf.reshape(tf.gather(pooled, positions), tf.concat([shape, [self.filters]], 0))
